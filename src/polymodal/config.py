@@ -1,0 +1,269 @@
+"""Typed run configuration (pydantic), mirrored by YAML.
+
+A config names the data, declares which field is which modality, the target and task, the fusion method
+and the training budget. Unknown keys are errors that name the key and list what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+OnError = Literal["error", "skip", "missing"]
+TaskName = Literal["binary", "multiclass", "multilabel", "regression"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Component(BaseModel):
+    """A registered component by name plus its options, e.g. `{name: concat, hidden: 256}`."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ModalityBase(Strict):
+    field: str | None = Field(None, description="column holding this modality; defaults to the modality name")
+    on_error: OnError = Field("error", description="unreadable file: error | skip the record | treat as missing")
+    encoder: Component | None = Field(None, description="encoder name and options; default per modality type")
+
+
+class ImageSpec(ModalityBase):
+    type: Literal["image"]
+    size: int = Field(32, ge=8, description="images are resized to size x size")
+    channels: Literal[1, 3] = 3
+    augment: bool = Field(True, description="random shifts and brightness jitter while training")
+
+
+class TextSpec(ModalityBase):
+    type: Literal["text"]
+    max_length: int = Field(64, ge=1, description="tokens kept per text")
+    vocab_size: int = Field(8000, ge=16)
+    lowercase: bool = True
+
+
+class AudioSpec(ModalityBase):
+    type: Literal["audio"]
+    sample_rate: int = Field(16000, ge=1000)
+    n_mels: int = Field(40, ge=8)
+    max_seconds: float = Field(2.0, gt=0)
+
+
+class TabularSpec(ModalityBase):
+    type: Literal["tabular"]
+    numeric: list[str] = []
+    categorical: list[str] = []
+
+    @model_validator(mode="after")
+    def _some_columns(self) -> TabularSpec:
+        if not self.numeric and not self.categorical:
+            raise ValueError("a tabular modality needs at least one column in 'numeric' or 'categorical'")
+        return self
+
+
+class VectorSpec(ModalityBase):
+    type: Literal["vector"]
+
+
+class SequenceSpec(ModalityBase):
+    type: Literal["sequence"]
+    max_length: int = Field(256, ge=1, description="time steps kept per sequence")
+
+
+ModalitySpec = Annotated[
+    Union[ImageSpec, TextSpec, AudioSpec, TabularSpec, VectorSpec, SequenceSpec], Field(discriminator="type")
+]
+
+
+class SplitConfig(Strict):
+    column: str | None = Field(None, description="column with values train/val/test")
+    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    seed: int = 0
+    stratify: bool = True
+
+
+class DataConfig(Strict):
+    source: str | None = Field(None, description="one table (csv/parquet/jsonl) or a folder of files by class")
+    train: str | None = None
+    val: str | None = None
+    test: str | None = None
+    format: Literal["auto", "csv", "parquet", "jsonl", "folder"] = "auto"
+    split: SplitConfig = SplitConfig()
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> DataConfig:
+        if (self.source is None) == (self.train is None):
+            raise ValueError("set either 'source' (one table, split by column or at random) or 'train' "
+                             "(with optional 'val' and 'test' files)")
+        return self
+
+
+class TargetConfig(Strict):
+    field: str | list[str] = Field(description="label column (a list of columns for multi-output regression)")
+    task: TaskName
+    separator: str = Field("|", description="multilabel: separator between labels in one cell")
+
+
+class TrainingConfig(Strict):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    scheduler: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = Field(0.5, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    patience: int | None = Field(5, ge=1, description="early stopping patience in epochs; null disables")
+    monitor: str | None = Field(None, description="validation metric to select on; default per task")
+    seed: int = 0
+    deterministic: bool = True
+    accelerator: str = "cpu"
+    devices: int | str | list[int] = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    accumulate_grad_batches: int = Field(1, ge=1)
+    num_workers: int = Field(0, ge=0)
+    progress_bar: bool = True
+
+
+class Config(Strict):
+    name: str = "run"
+    data: DataConfig
+    modalities: dict[str, ModalitySpec] = Field(min_length=1)
+    target: TargetConfig
+    fusion: Component = Component(name="concat")
+    training: TrainingConfig = TrainingConfig()
+    output_dir: str | None = Field(None, description="run directory; default runs/<name>")
+
+    @model_validator(mode="after")
+    def _check_components(self) -> Config:
+        from polymodal.encoders import ENCODERS, default_encoder
+        from polymodal.fusion import FUSIONS
+
+        for name, spec in self.modalities.items():
+            enc = spec.encoder or Component(name=default_encoder(spec.type))
+            if enc.name not in ENCODERS:
+                raise ValueError(f"modalities.{name}.encoder.name: unknown encoder {enc.name!r}; "
+                                 f"registered: {', '.join(ENCODERS.names())}")
+            cls = ENCODERS.get(enc.name)
+            if spec.type not in cls.modalities:
+                raise ValueError(f"modalities.{name}.encoder.name: {enc.name!r} does not take {spec.type} "
+                                 f"input; use one of {', '.join(encoders_for(spec.type))}")
+            ENCODERS.check_options(enc.name, enc.options, frozenset(cls.derived),
+                                   where=f"modalities.{name}.encoder: ")
+        if self.fusion.name not in FUSIONS:
+            raise ValueError(f"fusion.name: unknown fusion {self.fusion.name!r}; registered: "
+                             f"{', '.join(FUSIONS.names())}")
+        FUSIONS.check_options(self.fusion.name, self.fusion.options, frozenset({"in_dims"}), where="fusion: ")
+        return self
+
+    def field_of(self, modality: str) -> str:
+        return self.modalities[modality].field or modality
+
+    def run_dir(self) -> Path:
+        return Path(self.output_dir or f"runs/{self.name}")
+
+
+def encoders_for(modality_type: str) -> list[str]:
+    from polymodal.encoders import ENCODERS
+
+    return [n for n in ENCODERS.names() if modality_type in ENCODERS.get(n).modalities]
+
+
+class ConfigError(ValueError):
+    """A config that does not validate; the message names each offending key."""
+
+
+def _format_errors(err: ValidationError, origin: str) -> str:
+    lines = [f"{origin}: invalid config"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown key; {_allowed_here(e['loc'])}"
+        elif e["type"] == "literal_error":
+            msg = f"{msg} (got {e['input']!r})"
+        elif e["type"] == "union_tag_invalid":
+            msg = f"unknown modality type {e['input'].get('type') if isinstance(e['input'], dict) else e['input']!r}; " \
+                  "allowed: image, text, audio, tabular, vector, sequence"
+        lines.append(f"  {loc or '(top level)'}: {msg}")
+    return "\n".join(lines)
+
+
+def _allowed_here(loc: tuple[Any, ...]) -> str:
+    model: Any = Config
+    for part in loc[:-1]:
+        if isinstance(part, str) and model is not None and hasattr(model, "model_fields"):
+            if part in model.model_fields:
+                model = _model_of(model.model_fields[part].annotation)
+            elif part in {"image", "text", "audio", "tabular", "vector", "sequence"}:
+                model = _SPEC_BY_TYPE[part]
+            else:
+                model = None
+    if model is None or not hasattr(model, "model_fields"):
+        return "check the spelling"
+    return "allowed: " + ", ".join(model.model_fields)
+
+
+_SPEC_BY_TYPE = {"image": ImageSpec, "text": TextSpec, "audio": AudioSpec, "tabular": TabularSpec,
+                 "vector": VectorSpec, "sequence": SequenceSpec}
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def parse_config(data: dict[str, Any], origin: str = "config", base_dir: Path | None = None) -> Config:
+    """Validate a config mapping; relative data paths are resolved against `base_dir`."""
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, origin)) from None
+    except ValueError as err:
+        raise ConfigError(f"{origin}: invalid config\n  {err}") from None
+    if base_dir is not None:
+        config = resolve_paths(config, base_dir)
+    return config
+
+
+def resolve_paths(config: Config, base_dir: Path) -> Config:
+    data = config.data.model_copy()
+    for key in ("source", "train", "val", "test"):
+        value = getattr(data, key)
+        if value is not None and not Path(value).is_absolute():
+            setattr(data, key, str((base_dir / value).resolve()))
+    return config.model_copy(update={"data": data})
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    with path.open() as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return parse_config(data, origin=str(path), base_dir=path.parent)
+
+
+def dump_config(config: Config, path: Path) -> None:
+    """Write the resolved config (every default filled in) as YAML."""
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+
+def json_schema() -> dict[str, Any]:
+    return Config.model_json_schema()

@@ -1,0 +1,190 @@
+"""Decode a table once into memory-resident arrays; serve collated Batches by index."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from polymodal.config import Config
+from polymodal.data.batch import Batch
+from polymodal.data.sources import Table
+from polymodal.errors import DataError, Problem, RecordError
+from polymodal.processors import Processor, build_processor
+from polymodal.processors.base import Arrays
+from polymodal.tasks import Task, build_task
+
+
+@dataclass
+class Decoded:
+    """The outcome of reading one table: arrays of the usable records plus every problem met."""
+
+    items: dict[str, list[Arrays]]
+    present: dict[str, list[bool]]
+    targets: list[np.ndarray]
+    rows: list[int]
+    problems: list[Problem] = field(default_factory=list)
+    skipped: int = 0
+
+    @property
+    def fatal(self) -> list[Problem]:
+        return [p for p in self.problems if p.fatal]
+
+
+def build_pipeline(config: Config) -> tuple[dict[str, Processor], Task]:
+    """Unfitted processors (one per modality) and the task."""
+    processors = {m: build_processor(spec, config.field_of(m)) for m, spec in config.modalities.items()}
+    return processors, build_task(config.target)
+
+
+def fit_raw(table: Table, processors: Mapping[str, Processor], task: Task) -> None:
+    """Fit what is learned from raw training values (label set, vocabularies, categories)."""
+    task.fit(task.values(table.frame))
+    for proc in processors.values():
+        values = proc.values(table.frame)
+        proc.fit([v for v in values if not proc.is_missing(v)], table.root)
+
+
+def decode(table: Table, processors: Mapping[str, Processor], task: Task | None, fit: bool = False,
+           keep_all: bool = False) -> Decoded:
+    """Read every record; with `fit`, also fit normalization statistics on the decoded training items.
+
+    With `keep_all` (prediction), records whose policy is `skip` are kept with the modality marked missing,
+    so that outputs stay aligned with inputs.
+    """
+    raw = {m: p.values(table.frame) for m, p in processors.items()}
+    labels = task.values(table.frame) if task is not None else None
+    out = Decoded({m: [] for m in processors}, {m: [] for m in processors}, [], [])
+    for i, row in enumerate(table.frame.index):
+        _decode_record(table, int(row), {m: v[i] for m, v in raw.items()},
+                       None if labels is None else labels[i], processors, task, out, keep_all)
+    if fit:
+        for m, proc in processors.items():
+            present_items = [it for it, ok in zip(out.items[m], out.present[m]) if ok]
+            if present_items:
+                proc.fit_items(present_items)
+    _check_shapes(table, processors, out)
+    return out
+
+
+def _decode_record(table: Table, row: int, values: dict[str, Any], label: Any,
+                   processors: Mapping[str, Processor], task: Task | None, out: Decoded, keep_all: bool) -> None:
+    items: dict[str, Arrays] = {}
+    present: dict[str, bool] = {}
+    for m, proc in processors.items():
+        if proc.is_missing(values[m]):
+            items[m], present[m] = proc.blank(), False
+            out.problems.append(Problem(table.name, row, m, "empty: treated as a missing modality", fatal=False))
+            continue
+        try:
+            items[m], present[m] = proc.read(values[m], table.root), True
+        except RecordError as err:
+            policy = proc.spec.on_error
+            out.problems.append(Problem(table.name, row, m, f"{err} (on_error={policy})", fatal=policy == "error"))
+            if policy == "skip" and not keep_all:
+                out.skipped += 1
+                return
+            items[m], present[m] = proc.blank(), False
+    target = np.zeros(0, dtype=np.float32)
+    if task is not None:
+        try:
+            target = task.encode(label)
+        except RecordError as err:
+            out.problems.append(Problem(table.name, row, "/".join(task.fields), str(err)))
+            return
+    for m in processors:
+        out.items[m].append(items[m])
+        out.present[m].append(present[m])
+    out.targets.append(target)
+    out.rows.append(row)
+
+
+def _check_shapes(table: Table, processors: Mapping[str, Processor], out: Decoded) -> None:
+    for m, proc in processors.items():
+        for k, (item, ok) in enumerate(zip(out.items[m], out.present[m])):
+            if not ok:
+                continue
+            try:
+                proc.check(item)
+            except RecordError as err:
+                out.problems.append(Problem(table.name, out.rows[k], m, f"{err} (inconsistent array shape)"))
+
+
+def raise_on_fatal(decoded: Decoded) -> None:
+    if decoded.fatal:
+        raise DataError(decoded.fatal)
+
+
+class MultimodalDataset(Dataset[Batch]):
+    """Decoded records in memory; `__getitems__` returns a collated Batch directly (no per-record Python)."""
+
+    def __init__(self, decoded: Decoded, ragged: Mapping[str, bool]) -> None:
+        self.ragged = dict(ragged)
+        self.fixed: dict[str, dict[str, np.ndarray]] = {}
+        self.lists: dict[str, dict[str, list[np.ndarray]]] = {}
+        for m, items in decoded.items.items():
+            keys = items[0].keys() if items else ()
+            if self.ragged[m]:
+                self.lists[m] = {k: [it[k] for it in items] for k in keys}
+            else:
+                self.fixed[m] = {k: np.stack([it[k] for it in items]) for k in keys}
+        self.present = {m: np.asarray(p, dtype=bool) for m, p in decoded.present.items()}
+        self.targets = np.stack(decoded.targets) if decoded.targets else np.zeros((0,))
+        self.rows = np.asarray(decoded.rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> Batch:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        idx = np.asarray(indices, dtype=np.int64)
+        inputs: dict[str, dict[str, Tensor]] = {}
+        for m, keys in self.fixed.items():
+            inputs[m] = {k: torch.from_numpy(v[idx]) for k, v in keys.items()}
+        for m, keys in self.lists.items():
+            inputs[m] = pad_ragged({k: [v[i] for i in idx] for k, v in keys.items()})
+        present = {m: torch.from_numpy(p[idx]) for m, p in self.present.items()}
+        target = torch.from_numpy(self.targets[idx]) if self.targets.size else None
+        return Batch(inputs, present, target, torch.from_numpy(idx))
+
+
+def pad_ragged(keys: dict[str, list[np.ndarray]]) -> dict[str, Tensor]:
+    """Pad arrays of varying length along axis 0 into (B, T, ...) tensors plus a (B, T) mask (True = real)."""
+    out: dict[str, Tensor] = {}
+    mask: Tensor | None = None
+    for k, arrays in keys.items():
+        lengths = torch.tensor([a.shape[0] for a in arrays])
+        t = int(lengths.max()) if len(arrays) else 1
+        padded = torch.zeros((len(arrays), t, *arrays[0].shape[1:]), dtype=torch.from_numpy(arrays[0][:0]).dtype)
+        for i, a in enumerate(arrays):
+            padded[i, : a.shape[0]] = torch.from_numpy(a)
+        out[k] = padded
+        mask = torch.arange(t)[None, :] < lengths[:, None]  # (B, T)
+    assert mask is not None
+    out["mask"] = mask
+    return out
+
+
+def first(batch: Batch) -> Batch:
+    """DataLoader collate function: `__getitems__` already returned a collated Batch."""
+    return batch
+
+
+def make_loader(dataset: MultimodalDataset, batch_size: int, shuffle: bool, num_workers: int = 0,
+                seed: int = 0) -> DataLoader[Batch]:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=first, num_workers=num_workers,
+                      generator=generator, persistent_workers=num_workers > 0, drop_last=False)
+
+
+def to_model_inputs(batch: Batch, processors: Mapping[str, Processor], train: bool) -> Batch:
+    """Apply each processor's batch-level normalization (and augmentation when training)."""
+    inputs = {m: processors[m].to_model(batch.inputs[m], train) for m in batch.inputs}
+    return Batch(inputs, batch.present, batch.target, batch.index)

@@ -1,0 +1,22 @@
+"""Encoders, registered by name; importing this package fills the registry."""
+
+from __future__ import annotations
+
+from polymodal.encoders import cnn, feedforward, recurrent, transformer  # noqa: F401  (registration)
+from polymodal.encoders.base import ENCODERS, Encoder, EncoderOutput
+
+DEFAULT_ENCODERS = {
+    "image": "image_cnn",
+    "text": "text_gru",
+    "audio": "audio_cnn",
+    "tabular": "tabular_mlp",
+    "vector": "vector_mlp",
+    "sequence": "sequence_gru",
+}
+
+
+def default_encoder(modality_type: str) -> str:
+    return DEFAULT_ENCODERS[modality_type]
+
+
+__all__ = ["ENCODERS", "Encoder", "EncoderOutput", "default_encoder"]

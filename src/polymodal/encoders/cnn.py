@@ -1,0 +1,79 @@
+"""Convolutional encoders: a small image CNN and an audio CNN over log-mel spectrograms."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from polymodal.encoders.base import ENCODERS, Encoder, EncoderOutput, masked_mean
+
+
+def conv_block(c_in: int, c_out: int, pool: tuple[int, int]) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU(),
+                         nn.MaxPool2d(pool))
+
+
+@ENCODERS.register("image_cnn")
+class ImageCNN(Encoder):
+    """Conv-BN-GELU-pool blocks doubling the width; tokens are the final feature map's positions.
+
+    Args:
+        in_channels: image channels (derived).
+        out_dim: feature width D.
+        width: channels of the first block.
+        blocks: number of conv blocks (each halves the resolution).
+    """
+
+    modalities = ("image",)
+    derived = ("in_channels",)
+
+    def __init__(self, in_channels: int, out_dim: int = 128, width: int = 32, blocks: int = 3,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        chans = [in_channels] + [width * 2**i for i in range(blocks)]
+        self.convs = nn.Sequential(*[conv_block(a, b, (2, 2)) for a, b in zip(chans[:-1], chans[1:])])
+        self.proj = nn.Linear(chans[-1], out_dim)
+        self.drop = nn.Dropout(dropout)
+        self.out_dim = out_dim
+
+    def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
+        fmap = self.convs(inputs["pixels"])  # (B, C, h, w)
+        tokens = self.proj(fmap.flatten(2).transpose(1, 2))  # (B, h*w, D)
+        return EncoderOutput(pooled=self.drop(tokens.mean(1)), tokens=tokens)
+
+
+@ENCODERS.register("audio_cnn")
+class AudioCNN(Encoder):
+    """2-D convolutions over (time, mel); mel axis pooled away, time kept as tokens with a mask.
+
+    Args:
+        n_mels: mel bands (derived).
+        out_dim: feature width D.
+        width: channels of the first block.
+        blocks: conv blocks; each halves mel resolution, every block but the first halves time.
+    """
+
+    modalities = ("audio",)
+    derived = ("n_mels",)
+
+    def __init__(self, n_mels: int, out_dim: int = 128, width: int = 32, blocks: int = 3,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        chans = [1] + [width * 2**i for i in range(blocks)]
+        pools = [(1, 2)] + [(2, 2)] * (blocks - 1)
+        self.convs = nn.Sequential(*[conv_block(a, b, p) for a, b, p in zip(chans[:-1], chans[1:], pools)])
+        self.time_stride = 2 ** (blocks - 1)
+        self.proj = nn.Linear(chans[-1], out_dim)
+        self.drop = nn.Dropout(dropout)
+        self.out_dim = out_dim
+
+    def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
+        mel, mask = inputs["mel"], inputs["mask"]  # (B, T, M), (B, T)
+        t = mel.shape[1]
+        if t < self.time_stride:
+            mel = F.pad(mel, (0, 0, 0, self.time_stride - t))
+            mask = F.pad(mask, (0, self.time_stride - t))
+        fmap = self.convs(mel[:, None])  # (B, C, T', M')
+        tokens = self.proj(fmap.amax(dim=3).transpose(1, 2))  # (B, T', D)
+        tmask = F.max_pool1d(mask[:, None].float(), self.time_stride, self.time_stride)[:, 0, : tokens.shape[1]] > 0
+        return EncoderOutput(pooled=self.drop(masked_mean(tokens, tmask)), tokens=tokens, mask=tmask)

@@ -1,0 +1,68 @@
+"""Small Transformer encoders (pre-norm, learned positions) over text tokens or feature sequences."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from polymodal.encoders.base import ENCODERS, Encoder, EncoderOutput, masked_mean
+
+
+class _TransformerEncoder(Encoder):
+    def __init__(self, embed: nn.Module, out_dim: int, layers: int, heads: int, max_length: int,
+                 dropout: float) -> None:
+        super().__init__()
+        self.embed = embed
+        self.pos = nn.Parameter(torch.zeros(1, max_length, out_dim))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        layer = nn.TransformerEncoderLayer(out_dim, heads, dim_feedforward=2 * out_dim, dropout=dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
+        key = "ids" if "ids" in inputs else "values"
+        mask = inputs["mask"][:, : self.pos.shape[1]]  # (B, T)
+        x = self.embed(inputs[key][:, : self.pos.shape[1]]) + self.pos[:, : mask.shape[1]]  # (B, T, D)
+        tokens = self.norm(self.blocks(x, src_key_padding_mask=~mask))
+        return EncoderOutput(pooled=masked_mean(tokens, mask), tokens=tokens, mask=mask)
+
+
+@ENCODERS.register("text_transformer")
+class TextTransformer(_TransformerEncoder):
+    """Token embeddings + Transformer encoder; pooled by masked mean.
+
+    Args:
+        vocab_size: tokenizer vocabulary (derived).
+        out_dim: model width D (divisible by heads).
+        layers, heads: Transformer depth and attention heads.
+        max_length: longest sequence handled (longer input is cut).
+    """
+
+    modalities = ("text",)
+    derived = ("vocab_size",)
+
+    def __init__(self, vocab_size: int, out_dim: int = 128, layers: int = 2, heads: int = 4,
+                 max_length: int = 512, dropout: float = 0.1) -> None:
+        super().__init__(nn.Embedding(vocab_size, out_dim, padding_idx=0), out_dim, layers, heads, max_length,
+                         dropout)
+
+
+@ENCODERS.register("sequence_transformer")
+class SequenceTransformer(_TransformerEncoder):
+    """Linear projection of each step + Transformer encoder; pooled by masked mean.
+
+    Args:
+        in_dim: features per step (derived).
+        out_dim: model width D (divisible by heads).
+        layers, heads: Transformer depth and attention heads.
+        max_length: longest sequence handled (longer input is cut).
+    """
+
+    modalities = ("sequence",)
+    derived = ("in_dim",)
+
+    def __init__(self, in_dim: int, out_dim: int = 128, layers: int = 2, heads: int = 4,
+                 max_length: int = 1024, dropout: float = 0.1) -> None:
+        super().__init__(nn.Linear(in_dim, out_dim), out_dim, layers, heads, max_length, dropout)

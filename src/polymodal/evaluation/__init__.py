@@ -1,0 +1,1 @@
+"""Evaluation: inference over datasets, metrics, plots, reports."""

@@ -1,0 +1,42 @@
+"""Batched inference over a decoded dataset (plain torch, no Lightning)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from polymodal.data.dataset import MultimodalDataset, make_loader, to_model_inputs
+from polymodal.model import MultimodalModel, Output
+from polymodal.processors import Processor
+
+
+@torch.no_grad()
+def predict_outputs(model: MultimodalModel, processors: Mapping[str, Processor], dataset: MultimodalDataset,
+                    batch_size: int = 256, drop: frozenset[str] = frozenset()) -> tuple[Output, Tensor | None]:
+    """Model outputs for every record, concatenated, plus the targets if the dataset has them.
+
+    `drop` names modalities to treat as missing for every record.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    outs: list[Output] = []
+    targets: list[Tensor] = []
+    for batch in make_loader(dataset, batch_size, shuffle=False):
+        batch = to_model_inputs(batch.to(device).without(drop), processors, train=False)
+        outs.append(model(batch))
+        if batch.target is not None:
+            targets.append(batch.target)
+    return concat_outputs(outs), (torch.cat(targets) if targets else None)
+
+
+def concat_outputs(outs: list[Output]) -> Output:
+    per = outs[0].modality_logits
+    return Output(
+        logits=torch.cat([o.logits for o in outs]),
+        fused=torch.cat([o.fused for o in outs]),
+        features={m: torch.cat([o.features[m] for o in outs]) for m in outs[0].features},
+        modality_logits=None if per is None else {m: torch.cat([o.modality_logits[m] for o in outs])  # type: ignore[index]
+                                                  for m in per},
+    )

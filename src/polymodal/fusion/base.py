@@ -1,0 +1,61 @@
+"""Fusion contract: encoder outputs by modality name + presence masks in, (B, D_fused) out.
+
+Every method works for 2..N modalities, derives its widths from the encoders' `out_dim`, and must not let a
+missing modality's (garbage) content influence its output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from polymodal.encoders.base import EncoderOutput
+from polymodal.registry import Registry
+
+
+@dataclass
+class FusionOutput:
+    """What every fusion returns.
+
+    Attributes:
+        fused: (B, D_fused) the joint representation fed to the task head.
+        per_modality: optional (B, D_fused) features per modality in the fused space (late fusion), from
+            which the model derives per-modality predictions with the same head.
+        tokens: optional (B, T, D) fused tokens with `mask`.
+    """
+
+    fused: Tensor
+    per_modality: dict[str, Tensor] | None = None
+    tokens: Tensor | None = None
+    mask: Tensor | None = None
+
+
+class Fusion(nn.Module):
+    """Base class. Constructors take `in_dims` (width per modality, derived) plus options; set `out_dim`."""
+
+    out_dim: int
+
+    def __init__(self, in_dims: Mapping[str, int]) -> None:
+        super().__init__()
+        if not in_dims:
+            raise ValueError("a fusion needs at least one modality")
+        self.in_dims = dict(in_dims)
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.in_dims)
+
+    def forward(self, features: Mapping[str, EncoderOutput], present: Mapping[str, Tensor]) -> FusionOutput:
+        raise NotImplementedError  # pragma: no cover
+
+
+FUSIONS: Registry[Fusion] = Registry("fusion")
+
+
+def zero_missing(x: Tensor, present: Tensor) -> Tensor:
+    """Replace rows of (B, ...) whose presence (B,) is False by zeros (NaN-safe, unlike multiplying)."""
+    keep = present.view(-1, *([1] * (x.dim() - 1)))
+    return torch.where(keep, x, torch.zeros_like(x))

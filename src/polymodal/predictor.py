@@ -1,0 +1,80 @@
+"""Load a run directory and predict, give probabilities, embed, or evaluate on new records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from polymodal.data.dataset import MultimodalDataset, decode, raise_on_fatal
+from polymodal.data.sources import Table, read_table, table_root
+from polymodal.evaluation.inference import predict_outputs
+from polymodal.model import Output
+from polymodal.run import Run, load_run
+
+Records = pd.DataFrame | str | Path | Sequence[dict[str, Any]]
+
+
+class Predictor:
+    """Predictions from a trained run.
+
+    Records come as a DataFrame, a list of dicts, or a path to a table (csv/parquet/jsonl); relative file paths
+    in them are resolved against `root` (default: the table's folder, or the working directory).
+    """
+
+    def __init__(self, run: Run, batch_size: int = 256) -> None:
+        self.run = run
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> Predictor:
+        return cls(load_run(run_dir))
+
+    @property
+    def classes(self) -> list[str]:
+        return list(getattr(self.run.task, "classes", []))
+
+    def _table(self, records: Records, root: str | Path | None) -> Table:
+        if isinstance(records, (str, Path)):
+            path = Path(records)
+            return Table(read_table(path), Path(root) if root else table_root(path), path.name)
+        frame = records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
+        return Table(frame.reset_index(drop=True), Path(root) if root else Path.cwd(), "input")
+
+    def _dataset(self, records: Records, root: str | Path | None, with_target: bool) -> MultimodalDataset:
+        table = self._table(records, root)
+        decoded = decode(table, self.run.processors, self.run.task if with_target else None, keep_all=not with_target)
+        raise_on_fatal(decoded)
+        return MultimodalDataset(decoded, {m: p.ragged for m, p in self.run.processors.items()})
+
+    def outputs(self, records: Records, root: str | Path | None = None,
+                drop: frozenset[str] = frozenset()) -> Output:
+        """Raw model outputs (logits, fused embedding, per-modality features) for every record."""
+        dataset = self._dataset(records, root, with_target=False)
+        out, _ = predict_outputs(self.run.model, self.run.processors, dataset, self.batch_size, drop)
+        return out
+
+    def predict(self, records: Records, root: str | Path | None = None) -> np.ndarray:
+        """One prediction per record, in the data's label space (class names or values)."""
+        return np.asarray(self.run.task.predict(self.outputs(records, root).logits), dtype=object)
+
+    def predict_proba(self, records: Records, root: str | Path | None = None) -> pd.DataFrame:
+        """Class probabilities, one column per class (classification tasks only)."""
+        proba = self.run.task.proba(self.outputs(records, root).logits)
+        if not proba:
+            raise ValueError(f"predict_proba needs a classification run; this one is {self.run.config.target.task}")
+        return pd.DataFrame(proba)
+
+    def embed(self, records: Records, root: str | Path | None = None) -> np.ndarray:
+        """The fused representation (N, D_fused) of every record."""
+        return self.outputs(records, root).fused.cpu().numpy()
+
+    def evaluate(self, records: Records, root: str | Path | None = None) -> dict[str, float]:
+        """Metrics on labelled records."""
+        dataset = self._dataset(records, root, with_target=True)
+        out, target = predict_outputs(self.run.model, self.run.processors, dataset, self.batch_size)
+        assert target is not None
+        return self.run.task.metrics(out.logits, target)

@@ -1,0 +1,101 @@
+"""Processor contract: raw field value -> arrays (decode once) -> tensors (normalize, augment per batch)."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from torch import Tensor
+
+from polymodal.errors import RecordError
+
+Arrays = dict[str, np.ndarray]
+
+
+def is_empty(value: Any) -> bool:
+    """True for the values that mean 'this modality is missing for this record'."""
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    if isinstance(value, str) and not value.strip():
+        return True
+    if isinstance(value, (list, tuple, np.ndarray)) and len(value) == 0:
+        return True
+    return False
+
+
+def resolve_file(value: Any, root: Path) -> Path:
+    """A file path from a table cell, relative to the table's folder unless absolute; must exist."""
+    path = Path(str(value).strip())
+    path = path if path.is_absolute() else root / path
+    if not path.is_file():
+        raise RecordError(f"file {str(path)!r} does not exist")
+    return path
+
+
+class Processor(ABC):
+    """Turns one modality's raw values into model inputs.
+
+    Fitting happens on the training split only; the fitted state is plain JSON.
+    Subclasses set `kind`, `ragged` (True if arrays vary in length along axis 0 and need padding + a mask)
+    and implement `read`, `blank` and `encoder_inputs`.
+    """
+
+    kind: ClassVar[str]
+    ragged: ClassVar[bool] = False
+
+    def __init__(self, spec: Any, field: str) -> None:
+        self.spec = spec
+        self.field = field
+
+    def values(self, frame: pd.DataFrame) -> list[Any]:
+        """The raw value of this modality for every record of a table."""
+        if self.field not in frame.columns:
+            raise KeyError(f"column {self.field!r} is not in the data; columns: {', '.join(map(str, frame.columns))}")
+        return frame[self.field].tolist()
+
+    def fit(self, values: list[Any], root: Path) -> None:
+        """Learn from raw training values (vocabularies, category sets). Default: nothing to learn."""
+
+    def fit_items(self, items: list[Arrays]) -> None:
+        """Learn from decoded training items (normalization statistics). Default: nothing to learn."""
+
+    @abstractmethod
+    def read(self, value: Any, root: Path) -> Arrays:
+        """Decode one non-empty raw value; raise RecordError with a clear reason if it cannot be used."""
+
+    def check(self, item: Arrays) -> None:
+        """Raise RecordError if a decoded item does not fit what was fitted (e.g. another width)."""
+
+    @abstractmethod
+    def blank(self) -> Arrays:
+        """Placeholder arrays for a missing value (never read by a mask-aware model)."""
+
+    @abstractmethod
+    def encoder_inputs(self) -> dict[str, Any]:
+        """Constructor arguments an encoder derives from this processor (input width, vocabulary size...)."""
+
+    def to_model(self, inputs: dict[str, Tensor], train: bool) -> dict[str, Tensor]:
+        """Batch-level tensor work: normalization and train-time augmentation. Default: as is."""
+        return inputs
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what `state` returned."""
+
+    def is_missing(self, value: Any) -> bool:
+        return is_empty(value)
+
+
+def mean_std(stacked: np.ndarray, axis: tuple[int, ...]) -> tuple[list[float], list[float]]:
+    """Per-feature mean and standard deviation (floored to avoid division by zero), as JSON-ready lists."""
+    mean = stacked.mean(axis=axis, dtype=np.float64)
+    std = np.maximum(stacked.std(axis=axis, dtype=np.float64), 1e-6)
+    return np.atleast_1d(mean).tolist(), np.atleast_1d(std).tolist()

@@ -1,0 +1,67 @@
+"""The run directory: resolved config, weights in safetensors, fitted processor state as JSON.
+
+Loading a run reads YAML, JSON and safetensors only; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from polymodal.config import Config, dump_config, load_config
+from polymodal.data.dataset import build_pipeline
+from polymodal.model import MultimodalModel, build_model
+from polymodal.processors import Processor
+from polymodal.tasks import Task
+
+CONFIG, WEIGHTS, STATE, METRICS = "config.yaml", "model.safetensors", "processors.json", "metrics.json"
+
+
+@dataclass
+class Run:
+    """A trained run loaded back: everything needed to predict."""
+
+    config: Config
+    processors: dict[str, Processor]
+    task: Task
+    model: MultimodalModel
+    path: Path
+
+
+def save_pipeline(run_dir: Path, config: Config, processors: Mapping[str, Processor], task: Task) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(config, run_dir / CONFIG)
+    state = {"modalities": {m: p.state() for m, p in processors.items()}, "task": task.state()}
+    (run_dir / STATE).write_text(json.dumps(state))
+
+
+def save_weights(run_dir: Path, model: MultimodalModel) -> None:
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(run_dir / WEIGHTS))
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Rebuild a trained model and its fitted processors from a run directory."""
+    path = Path(run_dir)
+    for name in (CONFIG, STATE, WEIGHTS):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"{str(path)!r} is not a complete run directory: {name} is missing "
+                                    "(train it with `polymodal train CONFIG`)")
+    config = load_config(path / CONFIG)
+    processors, task = build_pipeline(config)
+    state = json.loads((path / STATE).read_text())
+    for m, proc in processors.items():
+        proc.load_state(state["modalities"][m])
+    task.load_state(state["task"])
+    model = build_model(config, processors, task.num_outputs)
+    model.load_state_dict(load_file(str(path / WEIGHTS)))
+    model.eval()
+    return Run(config, processors, task, model, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False))

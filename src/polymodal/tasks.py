@@ -1,0 +1,320 @@
+"""Tasks: how targets are encoded, the loss, predictions and metrics (torchmetrics) for each task type."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchmetrics.functional as M
+from torch import Tensor
+
+from polymodal.config import TargetConfig
+from polymodal.errors import RecordError
+from polymodal.processors.base import is_empty
+from polymodal.registry import Registry
+
+TASKS: Registry[Task] = Registry("task")
+
+
+class Task(ABC):
+    """Owns everything task-specific so that nothing else branches on the task name."""
+
+    name: ClassVar[str]
+    monitor: ClassVar[str]
+    mode: ClassVar[str] = "max"
+
+    def __init__(self, target: TargetConfig) -> None:
+        self.target = target
+
+    @property
+    def fields(self) -> list[str]:
+        return [self.target.field] if isinstance(self.target.field, str) else list(self.target.field)
+
+    def values(self, frame: Any) -> list[Any]:
+        missing = [f for f in self.fields if f not in frame.columns]
+        if missing:
+            raise KeyError(f"target column(s) {missing} not in the data; columns: {', '.join(map(str, frame.columns))}")
+        if len(self.fields) == 1:
+            return frame[self.fields[0]].tolist()
+        return frame[self.fields].values.tolist()
+
+    @abstractmethod
+    def fit(self, values: list[Any]) -> None: ...
+
+    @abstractmethod
+    def encode(self, value: Any) -> np.ndarray: ...
+
+    @property
+    @abstractmethod
+    def num_outputs(self) -> int: ...
+
+    @abstractmethod
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor: ...
+
+    @abstractmethod
+    def metrics(self, logits: Tensor, target: Tensor) -> dict[str, float]: ...
+
+    @abstractmethod
+    def predict(self, logits: Tensor) -> list[Any]:
+        """Predictions in the label space of the data (class names, values)."""
+
+    def proba(self, logits: Tensor) -> dict[str, np.ndarray]:
+        """Per-class probabilities by class name (empty for regression)."""
+        return {}
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what `state` returned."""
+
+
+def _label(value: Any) -> str:
+    if is_empty(value):
+        raise RecordError("label is empty or NaN; fill it in or drop the record")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _sort_labels(labels: set[str]) -> list[str]:
+    try:
+        return sorted(labels, key=float)
+    except ValueError:
+        return sorted(labels)
+
+
+class _SingleLabel(Task):
+    classes: list[str]
+
+    def fit(self, values: list[Any]) -> None:
+        self.classes = _sort_labels({_label(v) for v in values if not is_empty(v)})
+        if len(self.classes) < 2:
+            raise RecordError(f"target {self.target.field!r} has {len(self.classes)} class(es) in the training "
+                              "split; classification needs at least 2")
+
+    def encode(self, value: Any) -> np.ndarray:
+        label = _label(value)
+        try:
+            return np.asarray(self._index[label], dtype=np.int64)
+        except KeyError:
+            raise RecordError(f"label {label!r} does not occur in the training split "
+                              f"(known: {', '.join(self.classes[:20])})") from None
+
+    @property
+    def _index(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.classes)}
+
+    def predict(self, logits: Tensor) -> list[Any]:
+        return [self.classes[i] for i in self.class_index(logits).tolist()]
+
+    @abstractmethod
+    def class_index(self, logits: Tensor) -> Tensor: ...
+
+    def state(self) -> dict[str, Any]:
+        return {"classes": self.classes}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.classes = state["classes"]
+
+
+@TASKS.register("multiclass")
+class Multiclass(_SingleLabel):
+    name = "multiclass"
+    monitor = "accuracy"
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.classes)
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(logits, target)
+
+    def class_index(self, logits: Tensor) -> Tensor:
+        return logits.argmax(dim=1)
+
+    def proba(self, logits: Tensor) -> dict[str, np.ndarray]:
+        p = logits.float().softmax(dim=1).cpu().numpy()
+        return {c: p[:, i] for i, c in enumerate(self.classes)}
+
+    def metrics(self, logits: Tensor, target: Tensor) -> dict[str, float]:
+        k = self.num_outputs
+        return {
+            "accuracy": M.accuracy(logits, target, task="multiclass", num_classes=k).item(),
+            "macro_f1": M.f1_score(logits, target, task="multiclass", num_classes=k, average="macro").item(),
+            "auroc": M.auroc(logits.float().softmax(1), target, task="multiclass", num_classes=k).item(),
+        }
+
+    def confusion(self, logits: Tensor, target: Tensor) -> np.ndarray:
+        return M.confusion_matrix(logits, target, task="multiclass", num_classes=self.num_outputs).cpu().numpy()
+
+
+@TASKS.register("binary")
+class Binary(_SingleLabel):
+    """Two classes, one logit: the probability of the second class in sorted order."""
+
+    name = "binary"
+    monitor = "accuracy"
+
+    def fit(self, values: list[Any]) -> None:
+        super().fit(values)
+        if len(self.classes) != 2:
+            raise RecordError(f"binary target {self.target.field!r} has {len(self.classes)} classes in the "
+                              f"training split ({', '.join(self.classes[:10])}); use task: multiclass")
+
+    @property
+    def num_outputs(self) -> int:
+        return 1
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], target.float())
+
+    def class_index(self, logits: Tensor) -> Tensor:
+        return (logits[:, 0] > 0).long()
+
+    def proba(self, logits: Tensor) -> dict[str, np.ndarray]:
+        p = torch.sigmoid(logits[:, 0].float()).cpu().numpy()
+        return {self.classes[0]: 1.0 - p, self.classes[1]: p}
+
+    def metrics(self, logits: Tensor, target: Tensor) -> dict[str, float]:
+        p = torch.sigmoid(logits[:, 0].float())
+        return {
+            "accuracy": M.accuracy(p, target, task="binary").item(),
+            "macro_f1": M.f1_score(torch.stack([1 - p, p], 1), target, task="multiclass", num_classes=2,
+                                   average="macro").item(),
+            "auroc": M.auroc(p, target, task="binary").item(),
+        }
+
+    def confusion(self, logits: Tensor, target: Tensor) -> np.ndarray:
+        return M.confusion_matrix(torch.sigmoid(logits[:, 0].float()), target, task="binary").cpu().numpy()
+
+
+@TASKS.register("multilabel")
+class Multilabel(Task):
+    """Any subset of labels per record: a cell like `cat|outdoor` (see target.separator) or a list."""
+
+    name = "multilabel"
+    monitor = "map"
+
+    def _labels(self, value: Any) -> list[str]:
+        if isinstance(value, (list, tuple, np.ndarray)):
+            return [str(v).strip() for v in value if str(v).strip()]
+        if is_empty(value):
+            return []
+        return [p.strip() for p in str(value).split(self.target.separator) if p.strip()]
+
+    def fit(self, values: list[Any]) -> None:
+        self.classes = sorted({label for v in values for label in self._labels(v)})
+        if not self.classes:
+            raise RecordError(f"multilabel target {self.target.field!r} has no labels in the training split")
+
+    def encode(self, value: Any) -> np.ndarray:
+        index = {c: i for i, c in enumerate(self.classes)}
+        out = np.zeros(len(self.classes), dtype=np.float32)
+        for label in self._labels(value):
+            if label not in index:
+                raise RecordError(f"label {label!r} does not occur in the training split")
+            out[index[label]] = 1.0
+        return out
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.classes)
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(logits, target)
+
+    def predict(self, logits: Tensor) -> list[Any]:
+        hits = (logits > 0).cpu().numpy()
+        return [self.target.separator.join(c for c, h in zip(self.classes, row) if h) for row in hits]
+
+    def proba(self, logits: Tensor) -> dict[str, np.ndarray]:
+        p = torch.sigmoid(logits.float()).cpu().numpy()
+        return {c: p[:, i] for i, c in enumerate(self.classes)}
+
+    def metrics(self, logits: Tensor, target: Tensor) -> dict[str, float]:
+        p, t, k = torch.sigmoid(logits.float()), target.long(), self.num_outputs
+        return {
+            "micro_f1": M.f1_score(p, t, task="multilabel", num_labels=k, average="micro").item(),
+            "macro_f1": M.f1_score(p, t, task="multilabel", num_labels=k, average="macro").item(),
+            "map": M.average_precision(p, t, task="multilabel", num_labels=k, average="macro").item(),
+        }
+
+    def state(self) -> dict[str, Any]:
+        return {"classes": self.classes}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.classes = state["classes"]
+
+
+@TASKS.register("regression")
+class Regression(Task):
+    """Mean squared error on standardized targets; predictions and metrics in the data's units."""
+
+    name = "regression"
+    monitor = "rmse"
+    mode = "min"
+
+    def fit(self, values: list[Any]) -> None:
+        y = np.stack([n for n in map(self._try_number, values) if n is not None])  # (N, K)
+        self.mean = y.mean(axis=0).tolist()
+        self.std = np.maximum(y.std(axis=0), 1e-8).tolist()
+
+    def _try_number(self, value: Any) -> np.ndarray | None:
+        try:
+            return self._number(value)
+        except RecordError:
+            return None
+
+    def _number(self, value: Any) -> np.ndarray:
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(is_empty(v) for v in values):
+            raise RecordError("target is empty or NaN; fill it in or drop the record")
+        try:
+            out = np.asarray([float(v) for v in values], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise RecordError(f"target {value!r} is not a number") from None
+        if not np.isfinite(out).all():
+            raise RecordError(f"target {value!r} is not finite")
+        return out
+
+    def encode(self, value: Any) -> np.ndarray:
+        return ((self._number(value) - self.mean) / np.asarray(self.std)).astype(np.float32)
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.fields)
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        return F.mse_loss(logits, target)
+
+    def _units(self, x: Tensor) -> Tensor:
+        return x.float() * torch.tensor(self.std, device=x.device) + torch.tensor(self.mean, device=x.device)
+
+    def predict(self, logits: Tensor) -> list[Any]:
+        y = self._units(logits).cpu().numpy()
+        return y[:, 0].tolist() if y.shape[1] == 1 else y.tolist()
+
+    def metrics(self, logits: Tensor, target: Tensor) -> dict[str, float]:
+        pred, true = self._units(logits), self._units(target)
+        pearson = M.pearson_corrcoef(pred, true)
+        return {
+            "mae": M.mean_absolute_error(pred, true).item(),
+            "rmse": math.sqrt(M.mean_squared_error(pred, true).item()),
+            "r2": M.r2_score(pred, true).item(),
+            "pearson": pearson.mean().item(),
+        }
+
+    def state(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.mean, self.std = state["mean"], state["std"]
+
+
+def build_task(target: TargetConfig) -> Task:
+    return TASKS.get(target.task)(target)

@@ -1,0 +1,1 @@
+"""Training with Lightning; the model code imports without it."""

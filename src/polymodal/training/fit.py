@@ -1,0 +1,151 @@
+"""`train(config)`: data -> fitted processors -> model -> Lightning fit -> run directory."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.loggers import CSVLogger
+
+from polymodal.config import Config
+from polymodal.data.dataset import (Decoded, MultimodalDataset, build_pipeline, decode, fit_raw, make_loader,
+                                    raise_on_fatal)
+from polymodal.data.sources import SPLITS, Table, load_splits, split_frame
+from polymodal.config import SplitConfig
+from polymodal.evaluation.inference import predict_outputs
+from polymodal.model import MultimodalModel, build_model, count_parameters
+from polymodal.processors import Processor
+from polymodal.run import METRICS, save_pipeline, save_weights, write_json
+from polymodal.tasks import Task
+from polymodal.training.module import PolymodalModule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a finished training run reports."""
+
+    run_dir: Path
+    metrics: dict[str, dict[str, float]]
+    params: int
+    train_seconds: float
+    epochs: int
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Prepared:
+    """Fitted processors, task, and decoded datasets per split."""
+
+    processors: dict[str, Processor]
+    task: Task
+    datasets: dict[str, MultimodalDataset]
+    skipped: dict[str, int]
+
+
+def prepare(config: Config) -> Prepared:
+    """Read the splits, fit processors on train only, decode every split (raising on fatal problems)."""
+    tables = ensure_val(load_splits(config.data, _label_field(config)), config)
+    processors, task = build_pipeline(config)
+    fit_raw(tables["train"], processors, task)
+    decoded: dict[str, Decoded] = {}
+    for split, table in tables.items():
+        decoded[split] = decode(table, processors, task, fit=split == "train")
+        raise_on_fatal(decoded[split])
+        if len(decoded[split].rows) == 0:
+            raise ValueError(f"the {split} split has no usable records")
+    ragged = {m: p.ragged for m, p in processors.items()}
+    datasets = {s: MultimodalDataset(d, ragged) for s, d in decoded.items()}
+    return Prepared(processors, task, datasets, {s: d.skipped for s, d in decoded.items()})
+
+
+def _label_field(config: Config) -> str | None:
+    f = config.target.field
+    return f if isinstance(f, str) and config.target.task in ("binary", "multiclass") else None
+
+
+def ensure_val(tables: dict[str, Table], config: Config) -> dict[str, Table]:
+    """Carve a validation split (15%, seeded, stratified) out of train when none is given."""
+    if "val" in tables:
+        return tables
+    train = tables["train"]
+    parts = split_frame(train.frame, SplitConfig(ratios=(0.85, 0.15, 0.0), seed=config.data.split.seed),
+                        _label_field(config))
+    return {**tables, "train": Table(parts["train"], train.root, "train"), "val": Table(parts["val"], train.root, "val")}
+
+
+def make_trainer(config: Config, run_dir: Path, monitor: str, mode: str) -> pl.Trainer:
+    cfg = config.training
+    callbacks: list[pl.Callback] = [
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True),
+    ]
+    if cfg.patience is not None:
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience))
+    if cfg.progress_bar:
+        callbacks.append(TQDMProgressBar(leave=False))
+    return pl.Trainer(
+        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        precision=cfg.precision, gradient_clip_val=cfg.grad_clip, accumulate_grad_batches=cfg.accumulate_grad_batches,
+        deterministic=cfg.deterministic, callbacks=callbacks, enable_progress_bar=cfg.progress_bar,
+        logger=CSVLogger(str(run_dir), name="logs", version=""), enable_model_summary=False, log_every_n_steps=1,
+        num_sanity_val_steps=0,
+    )
+
+
+def train(config: Config, resume: bool = False) -> TrainResult:
+    """Train the model a config describes and write its run directory."""
+    run_dir = config.run_dir()
+    pl.seed_everything(config.training.seed, workers=True, verbose=False)
+    prep = prepare(config)
+    model = build_model(config, prep.processors, prep.task.num_outputs)
+    save_pipeline(run_dir, config, prep.processors, prep.task)
+    module = PolymodalModule(model, prep.task, prep.processors, config.training)
+    monitor = config.training.monitor or f"val_{prep.task.monitor}"
+    trainer = make_trainer(config, run_dir, monitor, prep.task.mode)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    cfg = config.training
+    loaders = [make_loader(prep.datasets["train"], cfg.batch_size, True, cfg.num_workers, cfg.seed),
+               make_loader(prep.datasets["val"], cfg.batch_size, False, cfg.num_workers)]
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*number of training batches.*")
+        trainer.fit(module, *loaders, ckpt_path=str(last) if resume and last.is_file() else None)
+    seconds = time.perf_counter() - start
+    if trainer.global_rank != 0:
+        return TrainResult(run_dir, {}, count_parameters(model), seconds, trainer.current_epoch)
+    load_best(module, trainer)
+    save_weights(run_dir, model)
+    metrics = evaluate_splits(model, prep)
+    write_json(run_dir / METRICS, {"params": count_parameters(model), "train_seconds": seconds,
+                                   "epochs": trainer.current_epoch, "skipped": prep.skipped, **metrics})
+    from polymodal.evaluation.report import write_report
+
+    write_report(run_dir, config, prep, model)
+    return TrainResult(run_dir, metrics, count_parameters(model), seconds, trainer.current_epoch, prep.skipped)
+
+
+def load_best(module: PolymodalModule, trainer: pl.Trainer) -> None:
+    """Load the best checkpoint's weights (tensors only) into the module."""
+    ckpt = trainer.checkpoint_callback
+    path = getattr(ckpt, "best_model_path", "")
+    if path and Path(path).is_file():
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+
+
+def evaluate_splits(model: MultimodalModel, prep: Prepared) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for split in SPLITS:
+        if split in prep.datasets:
+            outputs, target = predict_outputs(model.cpu(), prep.processors, prep.datasets[split])
+            assert target is not None
+            out[split] = prep.task.metrics(outputs.logits, target)
+    return out
