@@ -92,6 +92,7 @@ class SplitConfig(Strict):
 
 
 class DataConfig(Strict):
+    builtin: Literal["av_digits", "av_digits_fashion"] | None = Field(None, description="a built-in dataset (see `polymodal datasets list`)")
     source: str | None = Field(None, description="one table (csv/parquet/jsonl) or a folder of files by class")
     train: str | None = None
     val: str | None = None
@@ -101,9 +102,9 @@ class DataConfig(Strict):
 
     @model_validator(mode="after")
     def _one_layout(self) -> DataConfig:
-        if (self.source is None) == (self.train is None):
-            raise ValueError("set either 'source' (one table, split by column or at random) or 'train' "
-                             "(with optional 'val' and 'test' files)")
+        if sum(x is not None for x in (self.builtin, self.source, self.train)) != 1:
+            raise ValueError("data: set exactly one of 'builtin' (a built-in dataset), 'source' (one table, "
+                             "split by column or at random) or 'train' (with optional 'val' and 'test' files)")
         return self
 
 
@@ -185,7 +186,7 @@ class ConfigError(ValueError):
 def _format_errors(err: ValidationError, origin: str) -> str:
     lines = [f"{origin}: invalid config"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        loc = _display(e["loc"])
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = f"unknown key; {_allowed_here(e['loc'])}"
@@ -201,16 +202,21 @@ def _format_errors(err: ValidationError, origin: str) -> str:
 def _allowed_here(loc: tuple[Any, ...]) -> str:
     model: Any = Config
     for part in loc[:-1]:
-        if isinstance(part, str) and model is not None and hasattr(model, "model_fields"):
-            if part in model.model_fields:
-                model = _model_of(model.model_fields[part].annotation)
-            elif part in {"image", "text", "audio", "tabular", "vector", "sequence"}:
-                model = _SPEC_BY_TYPE[part]
-            else:
-                model = None
-    if model is None or not hasattr(model, "model_fields"):
+        if isinstance(part, str) and part in _SPEC_BY_TYPE:
+            model = _SPEC_BY_TYPE[part]
+        elif model is not None and part in model.model_fields:
+            model = _model_of(model.model_fields[part].annotation)
+    if model is None:
         return "check the spelling"
     return "allowed: " + ", ".join(model.model_fields)
+
+
+def _display(loc: tuple[Any, ...]) -> str:
+    """Dotted key path, without pydantic's union tag (modalities.photo.image.size -> modalities.photo.size)."""
+    parts = [str(p) for i, p in enumerate(loc)
+             if not str(p).startswith("function-after") and not (i == 2 and loc[0] == "modalities"
+                                                                  and p in _SPEC_BY_TYPE)]
+    return ".".join(parts)
 
 
 _SPEC_BY_TYPE = {"image": ImageSpec, "text": TextSpec, "audio": AudioSpec, "tabular": TabularSpec,

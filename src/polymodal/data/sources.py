@@ -72,6 +72,12 @@ def table_root(path: Path) -> Path:
 
 def load_splits(data: DataConfig, label_field: str | None) -> dict[str, Table]:
     """The train/val/test tables a config describes (val and test may be absent with separate files)."""
+    if data.builtin is not None:
+        from polymodal.datasets import DATASETS
+
+        path = DATASETS[data.builtin].materialize() / "records.csv"
+        parts = split_frame(read_table(path), SplitConfig(column="split"), label_field)
+        return {s: Table(part, path.parent, s) for s, part in parts.items()}
     if data.train is not None:
         paths = {s: getattr(data, s) for s in SPLITS if getattr(data, s) is not None}
         return {s: Table(read_table(p, data.format), table_root(Path(p)), s) for s, p in paths.items()}

@@ -44,13 +44,13 @@ class ImageCNN(Encoder):
 
 @ENCODERS.register("audio_cnn")
 class AudioCNN(Encoder):
-    """2-D convolutions over (time, mel); mel axis pooled away, time kept as tokens with a mask.
+    """2-D convolutions over (time, mel); each time step's channels x mel bands become one token.
 
     Args:
         n_mels: mel bands (derived).
         out_dim: feature width D.
         width: channels of the first block.
-        blocks: conv blocks; each halves mel resolution, every block but the first halves time.
+        blocks: conv blocks; each halves both time and mel resolution.
     """
 
     modalities = ("audio",)
@@ -60,10 +60,9 @@ class AudioCNN(Encoder):
                  dropout: float = 0.1) -> None:
         super().__init__()
         chans = [1] + [width * 2**i for i in range(blocks)]
-        pools = [(1, 2)] + [(2, 2)] * (blocks - 1)
-        self.convs = nn.Sequential(*[conv_block(a, b, p) for a, b, p in zip(chans[:-1], chans[1:], pools)])
-        self.time_stride = 2 ** (blocks - 1)
-        self.proj = nn.Linear(chans[-1], out_dim)
+        self.convs = nn.Sequential(*[conv_block(a, b, (2, 2)) for a, b in zip(chans[:-1], chans[1:])])
+        self.time_stride = 2**blocks
+        self.proj = nn.Linear(chans[-1] * (n_mels // 2**blocks), out_dim)
         self.drop = nn.Dropout(dropout)
         self.out_dim = out_dim
 
@@ -74,6 +73,6 @@ class AudioCNN(Encoder):
             mel = F.pad(mel, (0, 0, 0, self.time_stride - t))
             mask = F.pad(mask, (0, self.time_stride - t))
         fmap = self.convs(mel[:, None])  # (B, C, T', M')
-        tokens = self.proj(fmap.amax(dim=3).transpose(1, 2))  # (B, T', D)
+        tokens = self.proj(fmap.transpose(1, 2).flatten(2))  # (B, T', C*M') -> (B, T', D)
         tmask = F.max_pool1d(mask[:, None].float(), self.time_stride, self.time_stride)[:, 0, : tokens.shape[1]] > 0
         return EncoderOutput(pooled=self.drop(masked_mean(tokens, tmask)), tokens=tokens, mask=tmask)

@@ -73,12 +73,12 @@ def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 
 def log_mel(wave: np.ndarray, rate: int, n_mels: int) -> np.ndarray:
-    """(T, n_mels) log-mel energies: 25 ms Hann windows every 10 ms."""
+    """(T, n_mels) log-mel energies: 25 ms Hann windows (zero-padded to a power of 2) every 10 ms."""
     win, hop = int(0.025 * rate), int(0.010 * rate)
     n_fft = 1 << (win - 1).bit_length()
     x = torch.from_numpy(wave)
-    if x.numel() < win:
-        x = torch.nn.functional.pad(x, (0, win - x.numel()))
+    if x.numel() < n_fft:
+        x = torch.nn.functional.pad(x, (0, n_fft - x.numel()))
     spec = torch.stft(x, n_fft, hop_length=hop, win_length=win, window=torch.hann_window(win),
                       center=False, return_complex=True).abs() ** 2  # (n_fft/2+1, T)
     mel = torch.from_numpy(mel_filterbank(rate, n_fft, n_mels)) @ spec  # (M, T)

@@ -1,0 +1,191 @@
+"""The `polymodal` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from polymodal.config import ConfigError
+
+
+def _quiet_lightning() -> None:
+    """Keep Lightning's banners and deprecation chatter out of the command line's output."""
+    import warnings
+
+    import pytorch_lightning  # noqa: F401  (configures its loggers on import; adjust them afterwards)
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*(LeafSpec|does not have many workers|litlogger).*")
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from polymodal.config import load_config
+    from polymodal.training.fit import train
+
+    config = load_config(args.config)
+    if args.out:
+        config = config.model_copy(update={"output_dir": args.out})
+    result = train(config, resume=args.resume)
+    print(f"run directory: {result.run_dir}")
+    for split, metrics in result.metrics.items():
+        print(f"{split:>5}: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from polymodal.predictor import Predictor
+
+    predictor = Predictor.load(args.run_dir)
+    if args.data:
+        metrics, name = predictor.evaluate(args.data), Path(args.data).stem
+    else:
+        metrics, name = predictor.evaluate(*_run_split(predictor.run.config, "test")), "test"
+    out = Path(args.run_dir) / f"eval_{name}.json"
+    out.write_text(json.dumps(metrics, indent=2))
+    print("  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    print(f"written: {out}")
+    return 0
+
+
+def _run_split(config, split: str):  # type: ignore[no-untyped-def]
+    from polymodal.data.sources import Table, load_splits
+    from polymodal.training.fit import _label_field
+
+    tables = load_splits(config.data, _label_field(config))
+    if split not in tables:
+        raise SystemExit(f"the run's data has no {split} split; pass --data")
+    table: Table = tables[split]
+    return table.frame, table.root
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from polymodal.predictor import Predictor
+
+    predictor = Predictor.load(args.run_dir)
+    predictions = predictor.predict(args.data)
+    frame = pd.DataFrame({"prediction": predictions})
+    if predictor.classes:
+        proba = predictor.predict_proba(args.data)
+        frame = pd.concat([frame, proba.add_prefix("p_")], axis=1)
+    frame.to_csv(args.out, index_label="row")
+    print(f"{len(frame)} predictions written to {args.out}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from polymodal.config import load_config
+    from polymodal.data.validate import validate
+
+    report = validate(load_config(args.config))
+    shown = report.problems if args.all else report.fatal
+    for problem in shown:
+        print(("ERROR " if problem.fatal else "warn  ") + str(problem))
+    print(report.summary())
+    return 1 if report.fatal else 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from polymodal.encoders import ENCODERS
+    from polymodal.fusion import FUSIONS
+    from polymodal.tasks import TASKS
+
+    registries = {"encoders": ENCODERS, "fusions": FUSIONS, "tasks": TASKS}
+    for kind in [args.kind] if args.kind else list(registries):
+        if not args.kind:
+            print(f"{kind}:")
+        for name in registries[kind].names():
+            print(("  " if not args.kind else "") + name)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from polymodal.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from polymodal.datasets import DATASETS
+
+    for name, entry in DATASETS.items():
+        print(f"{name:<14} {entry.description}")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from polymodal.quickstart import quickstart
+
+    quickstart(Path(args.out), epochs=args.epochs, seed=args.seed, variant=args.variant)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="polymodal", description="Multimodal learning: train, evaluate, predict.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("quickstart", help="train unimodal baselines and fusions on AV-Digits, print a table")
+    p.add_argument("--out", default="runs/quickstart")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variant", default="mnist", choices=["mnist", "fashion"])
+    p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("train", help="train from a YAML config")
+    p.add_argument("config")
+    p.add_argument("--out", help="run directory (overrides output_dir)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a trained run on labelled data")
+    p.add_argument("run_dir")
+    p.add_argument("--data", help="table to evaluate on (default: the run's test split)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predictions of a trained run for new records")
+    p.add_argument("run_dir")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", default="predictions.csv")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("validate", help="check the data of a config; exit 1 if training would stop")
+    p.add_argument("config")
+    p.add_argument("--all", action="store_true", help="also list warnings (empty fields, skipped records)")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("list", help="registered encoders, fusions and tasks")
+    p.add_argument("kind", nargs="?", choices=["encoders", "fusions", "tasks"])
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("schema", help="print the config's JSON Schema")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("datasets", help="built-in datasets")
+    p.add_argument("action", choices=["list"])
+    p.set_defaults(func=cmd_datasets)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_lightning()
+    try:
+        return int(args.func(args))
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError) as err:  # DataError and other input problems carry their own explanation
+        print(f"error: {str(err).strip(chr(34))}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
