@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
@@ -24,12 +24,14 @@ class Output:
         fused: (B, D_fused) joint representation.
         features: per modality, pooled encoder features (B, D_m).
         modality_logits: per modality (B, K) predictions, for fusions that keep per-modality branches.
+        aux_losses: auxiliary training losses by name (from the fusion), added to the task loss.
     """
 
     logits: Tensor
     fused: Tensor
     features: dict[str, Tensor]
     modality_logits: dict[str, Tensor] | None = None
+    aux_losses: dict[str, Tensor] = field(default_factory=dict)
 
 
 class MultimodalModel(nn.Module):
@@ -65,6 +67,7 @@ class MultimodalModel(nn.Module):
             fused=fused.fused,
             features={m: e.pooled for m, e in encoded.items()},
             modality_logits=None if per is None else {m: self.head(h) for m, h in per.items()},
+            aux_losses=fused.aux_losses,
         )
 
 

@@ -7,7 +7,7 @@ missing modality's (garbage) content influence its output.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -25,12 +25,15 @@ class FusionOutput:
         per_modality: optional (B, D_fused) features per modality in the fused space (late fusion), from
             which the model derives per-modality predictions with the same head.
         tokens: optional (B, T, D) fused tokens with `mask`.
+        aux_losses: auxiliary losses the method trains with (e.g. a KL term), already weighted; the trainer
+            adds them to the task loss.
     """
 
     fused: Tensor
     per_modality: dict[str, Tensor] | None = None
     tokens: Tensor | None = None
     mask: Tensor | None = None
+    aux_losses: dict[str, Tensor] = field(default_factory=dict)
 
 
 class Fusion(nn.Module):

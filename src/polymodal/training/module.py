@@ -46,6 +46,9 @@ class PolymodalModule(pl.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         out = self.model(batch)
         loss = self.task.loss(out.logits, batch.target)
+        for name, aux in out.aux_losses.items():
+            self.log(f"train_{name}", aux, on_step=False, on_epoch=True, batch_size=batch.size)
+            loss = loss + aux
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=batch.size)
         return loss
 
