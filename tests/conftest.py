@@ -48,6 +48,14 @@ def make_records(root: Path, n: int = 60, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _dataset_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Built-in datasets materialize into a temporary folder, not the user's cache."""
+    import os
+
+    os.environ["POLYMODAL_DATA"] = str(tmp_path_factory.mktemp("polymodal_data"))
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("records")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
 from conftest import make_config, make_records
+
 from polymodal.config import parse_config
 from polymodal.data.dataset import MultimodalDataset, build_pipeline, decode, fit_raw, raise_on_fatal
 from polymodal.data.sources import Table

@@ -122,3 +122,10 @@ def test_sequence_varying_length_and_width_check() -> None:
     proc.fit_items(items)
     with pytest.raises(RecordError, match="3 features per step"):
         proc.check(proc.read(np.ones((2, 3)).tolist(), Path(".")))
+
+
+def test_vector_cells_written_by_pandas_parse() -> None:
+    proc = build_processor(VectorSpec(type="vector"), "v")
+    assert proc.read("[ 1.5 -0.25  3. ]", Path("."))["values"].tolist() == [1.5, -0.25, 3.0]
+    with pytest.raises(RecordError, match="cannot parse"):
+        proc.read("[1, two]", Path("."))

@@ -7,7 +7,7 @@ and the training budget. Unknown keys are errors that name the key and list what
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -80,7 +80,7 @@ class SequenceSpec(ModalityBase):
 
 
 ModalitySpec = Annotated[
-    Union[ImageSpec, TextSpec, AudioSpec, TabularSpec, VectorSpec, SequenceSpec], Field(discriminator="type")
+    ImageSpec | TextSpec | AudioSpec | TabularSpec | VectorSpec | SequenceSpec, Field(discriminator="type")
 ]
 
 
@@ -92,7 +92,8 @@ class SplitConfig(Strict):
 
 
 class DataConfig(Strict):
-    builtin: Literal["av_digits", "av_digits_fashion"] | None = Field(None, description="a built-in dataset (see `polymodal datasets list`)")
+    builtin: Literal["av_digits", "av_digits_fashion"] | None = Field(
+        None, description="a built-in dataset (see `polymodal datasets list`)")
     source: str | None = Field(None, description="one table (csv/parquet/jsonl) or a folder of files by class")
     train: str | None = None
     val: str | None = None
@@ -193,8 +194,8 @@ def _format_errors(err: ValidationError, origin: str) -> str:
         elif e["type"] == "literal_error":
             msg = f"{msg} (got {e['input']!r})"
         elif e["type"] == "union_tag_invalid":
-            msg = f"unknown modality type {e['input'].get('type') if isinstance(e['input'], dict) else e['input']!r}; " \
-                  "allowed: image, text, audio, tabular, vector, sequence"
+            got = e["input"].get("type") if isinstance(e["input"], dict) else e["input"]
+            msg = f"unknown modality type {got!r}; allowed: {', '.join(_SPEC_BY_TYPE)}"
         lines.append(f"  {loc or '(top level)'}: {msg}")
     return "\n".join(lines)
 

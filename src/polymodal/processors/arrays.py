@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from polymodal.config import SequenceSpec, VectorSpec
 from polymodal.errors import RecordError
-from polymodal.processors.base import Arrays, Processor, mean_std, resolve_file
+from polymodal.processors.base import Arrays, Processor, mean_std, resolve_file, stats_tensor
 
 
 def read_array(value: Any, root: Path) -> np.ndarray:
@@ -20,10 +20,7 @@ def read_array(value: Any, root: Path) -> np.ndarray:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise RecordError(f"cannot parse {text[:40]!r} as a JSON list ({err})") from None
+            value = parse_list(text)
         else:
             path = resolve_file(text, root)
             try:
@@ -43,6 +40,20 @@ def read_array(value: Any, root: Path) -> np.ndarray:
 def most_common(values: list[int]) -> int:
     counts = np.bincount(values)
     return int(counts.argmax())
+
+
+def parse_list(text: str) -> Any:
+    """A JSON list, or a flat list written by numpy/pandas (`[ 1.5 -0.2  3. ]`)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        inner = text.strip()[1:-1] if text.strip().endswith("]") else ""
+        try:
+            if "[" in inner or not inner.strip():
+                raise ValueError
+            return [float(x) for x in re.split(r"[,\s]+", inner.strip()) if x]
+        except ValueError:
+            raise RecordError(f"cannot parse {text[:40]!r} as a list of numbers ({err})") from None
 
 
 class VectorProcessor(Processor):
@@ -78,7 +89,7 @@ class VectorProcessor(Processor):
 
     def to_model(self, inputs: dict[str, Tensor], train: bool) -> dict[str, Tensor]:
         x = inputs["values"]
-        return {"values": (x - torch.tensor(self.mean, device=x.device)) / torch.tensor(self.std, device=x.device)}
+        return {"values": (x - stats_tensor(self.mean, x)) / stats_tensor(self.std, x)}
 
     def state(self) -> dict[str, Any]:
         return {"dim": self.dim, "mean": self.mean, "std": self.std}
@@ -123,7 +134,7 @@ class SequenceProcessor(Processor):
 
     def to_model(self, inputs: dict[str, Tensor], train: bool) -> dict[str, Tensor]:
         x = inputs["values"]  # (B, T, F)
-        z = (x - torch.tensor(self.mean, device=x.device)) / torch.tensor(self.std, device=x.device)
+        z = (x - stats_tensor(self.mean, x)) / stats_tensor(self.std, x)
         return {"values": z * inputs["mask"][..., None], "mask": inputs["mask"]}
 
     def state(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from polymodal.config import AudioSpec
 from polymodal.errors import RecordError
-from polymodal.processors.base import Arrays, Processor, mean_std, resolve_file
+from polymodal.processors.base import Arrays, Processor, mean_std, resolve_file, stats_tensor
 
 
 class AudioProcessor(Processor):
@@ -52,8 +52,8 @@ class AudioProcessor(Processor):
         return {"n_mels": self.spec.n_mels}
 
     def to_model(self, inputs: dict[str, Tensor], train: bool) -> dict[str, Tensor]:
-        mean = torch.tensor(self.mean, device=inputs["mel"].device)
-        std = torch.tensor(self.std, device=inputs["mel"].device)
+        mean = stats_tensor(self.mean, inputs["mel"])
+        std = stats_tensor(self.std, inputs["mel"])
         mel = (inputs["mel"] - mean) / std * inputs["mask"][..., None]  # (B, T, M), padding stays 0
         return {"mel": mel, "mask": inputs["mask"]}
 

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import Tensor
 
 from polymodal.errors import RecordError
@@ -92,6 +93,19 @@ class Processor(ABC):
 
     def is_missing(self, value: Any) -> bool:
         return is_empty(value)
+
+
+def stats_tensor(values: list[float], like: Tensor) -> Tensor:
+    """A small statistics vector on `like`'s device, cached per (values, device) to avoid per-batch copies."""
+    key = (id(values), like.device)
+    cached = _STATS_CACHE.get(key)
+    if cached is None or cached[0] is not values:
+        cached = (values, torch.tensor(values, dtype=torch.float32, device=like.device))
+        _STATS_CACHE[key] = cached
+    return cached[1]
+
+
+_STATS_CACHE: dict[tuple[int, torch.device], tuple[list[float], Tensor]] = {}
 
 
 def mean_std(stacked: np.ndarray, axis: tuple[int, ...]) -> tuple[list[float], list[float]]:

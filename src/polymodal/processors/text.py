@@ -27,7 +27,8 @@ class TextProcessor(Processor):
     def fit(self, values: list[Any], root: Path) -> None:
         texts = [str(v) for v in values if not is_empty(v)]
         if not texts:
-            raise RecordError(f"field {self.field!r}: no non-empty text in the training split to learn a vocabulary from")
+            raise RecordError(f"field {self.field!r}: no non-empty text in the training split to learn a "
+                              "vocabulary from")
         tokenizer = Tokenizer(models.BPE(unk_token=UNK))
         steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if self.spec.lowercase else [])
         tokenizer.normalizer = normalizers.Sequence(steps)

@@ -8,16 +8,23 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
 
-from polymodal.config import Config
-from polymodal.data.dataset import (Decoded, MultimodalDataset, build_pipeline, decode, fit_raw, make_loader,
-                                    raise_on_fatal)
+from polymodal.config import Config, SplitConfig
+from polymodal.data.dataset import (
+    Decoded,
+    MultimodalDataset,
+    build_pipeline,
+    decode,
+    fit_raw,
+    make_loader,
+    raise_on_fatal,
+)
 from polymodal.data.sources import SPLITS, Table, load_splits, split_frame
-from polymodal.config import SplitConfig
 from polymodal.evaluation.inference import predict_outputs
 from polymodal.model import MultimodalModel, build_model, count_parameters
 from polymodal.processors import Processor
@@ -78,7 +85,7 @@ def ensure_val(tables: dict[str, Table], config: Config) -> dict[str, Table]:
     train = tables["train"]
     parts = split_frame(train.frame, SplitConfig(ratios=(0.85, 0.15, 0.0), seed=config.data.split.seed),
                         _label_field(config))
-    return {**tables, "train": Table(parts["train"], train.root, "train"), "val": Table(parts["val"], train.root, "val")}
+    return {**tables, **{s: Table(parts[s], train.root, s) for s in ("train", "val")}}
 
 
 def make_trainer(config: Config, run_dir: Path, monitor: str, mode: str) -> pl.Trainer:
@@ -113,12 +120,18 @@ def train(config: Config, resume: bool = False) -> TrainResult:
     cfg = config.training
     loaders = [make_loader(prep.datasets["train"], cfg.batch_size, True, cfg.num_workers, cfg.seed),
                make_loader(prep.datasets["val"], cfg.batch_size, False, cfg.num_workers)]
+    log_csv = run_dir / "logs" / "metrics.csv"
+    resuming = resume and last.is_file()
+    previous = pd.read_csv(log_csv) if resuming and log_csv.is_file() else None
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*number of training batches.*")
-        trainer.fit(module, *loaders, ckpt_path=str(last) if resume and last.is_file() else None)
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+        trainer.fit(module, *loaders, ckpt_path=str(last) if resuming else None)
     seconds = time.perf_counter() - start
+    if previous is not None and trainer.global_rank == 0:
+        merge_log(log_csv, previous)
     if trainer.global_rank != 0:
         return TrainResult(run_dir, {}, count_parameters(model), seconds, trainer.current_epoch)
     load_best(module, trainer)
@@ -130,6 +143,13 @@ def train(config: Config, resume: bool = False) -> TrainResult:
 
     write_report(run_dir, config, prep, model)
     return TrainResult(run_dir, metrics, count_parameters(model), seconds, trainer.current_epoch, prep.skipped)
+
+
+def merge_log(log_csv: Path, previous: pd.DataFrame) -> None:
+    """Lightning's CSV logger starts a fresh file on resume: put the epochs before the resume point back."""
+    current = pd.read_csv(log_csv) if log_csv.is_file() else previous.iloc[:0]
+    first = current["epoch"].min() if len(current) else float("inf")
+    pd.concat([previous[previous["epoch"] < first], current]).to_csv(log_csv, index=False)
 
 
 def load_best(module: PolymodalModule, trainer: pl.Trainer) -> None:

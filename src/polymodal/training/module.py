@@ -40,17 +40,29 @@ class PolymodalModule(pl.LightningModule):
     def forward(self, batch: Batch) -> Output:
         return self.model(batch)
 
+    def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int) -> Batch:
+        return batch.to(device)
+
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         return to_model_inputs(batch, self.processors, train=self.training)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         out = self.model(batch)
-        loss = self.task.loss(out.logits, batch.target)
-        for name, aux in out.aux_losses.items():
-            self.log(f"train_{name}", aux, on_step=False, on_epoch=True, batch_size=batch.size)
-            loss = loss + aux
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=batch.size)
+        losses = {"loss": self.task.loss(out.logits, batch.target), **out.aux_losses}
+        loss = torch.stack(list(losses.values())).sum()
+        for name, value in losses.items():  # summed here, logged once per epoch (cheaper than self.log per step)
+            self._train_sums[name] = self._train_sums.get(name, 0.0) + value.detach() * batch.size
+        self._train_count += batch.size
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._train_sums: dict[str, Tensor] = {}
+        self._train_count = 0
+
+    def on_train_epoch_end(self) -> None:
+        for name, total in self._train_sums.items():
+            mean = self.trainer.strategy.reduce(total / max(1, self._train_count), reduce_op="mean")
+            self.log("train_loss" if name == "loss" else f"train_{name}", mean)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         out = self.model(batch)

@@ -1,0 +1,65 @@
+"""The built-in AV-Digits dataset: checksum, determinism, disjoint voices, the quickstart end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from polymodal.datasets.av_digits import load_source, materialize_av_digits
+
+
+@pytest.fixture(scope="module")
+def av_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return materialize_av_digits(tmp_path_factory.mktemp("avd") / "mnist")
+
+
+def test_source_arrays_and_checksum() -> None:
+    src = load_source()
+    assert src["images"].shape == (5000, 28, 28) and np.bincount(src["image_labels"]).tolist() == [500] * 10
+    assert len(src["clip_offsets"]) == len(src["clip_labels"]) + 1
+    assert src["speaker_is_human"].any() and (~src["speaker_is_human"]).sum() >= 30
+
+
+def test_records_splits_and_files(av_root: Path) -> None:
+    records = pd.read_csv(av_root / "records.csv")
+    assert records["split"].value_counts().to_dict() == {"train": 3500, "val": 750, "test": 750}
+    assert (records.groupby("split")["label"].nunique() == 10).all()
+    human = pd.read_csv(av_root / "human.csv")
+    assert len(human) == 750
+    first = records.iloc[0]
+    assert Image.open(av_root / first["image"]).size == (28, 28)
+    assert (av_root / first["audio"]).stat().st_size > 1000
+
+
+def test_materialization_is_deterministic(av_root: Path, tmp_path: Path) -> None:
+    again = materialize_av_digits(tmp_path / "again")
+    assert pd.read_csv(again / "records.csv").equals(pd.read_csv(av_root / "records.csv"))
+    for name in ("images/r00017.png", "audio/r04321.wav", "audio/h00042.wav"):
+        assert (again / name).read_bytes() == (av_root / name).read_bytes(), name
+
+
+def test_voices_are_disjoint_across_splits() -> None:
+    from polymodal.datasets.av_digits import _voice_split
+
+    src = load_source()
+    split = _voice_split(src, np.random.default_rng(0))
+    assert set(split[src["speaker_is_human"]]) == {"human"}
+    assert set(split[~src["speaker_is_human"]]) == {"train", "val", "test"}
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from polymodal.cli import main
+
+    assert main(["quickstart", "--out", str(tmp_path / "qs"), "--epochs", "1"]) == 0
+    table = pd.read_csv(tmp_path / "qs" / "comparison.csv")
+    assert list(table.columns) == ["model", "accuracy", "macro_f1", "params", "train_seconds"]
+    assert table["model"].tolist() == ["image", "audio", "concat", "late"]
+    for model in table["model"]:
+        assert (tmp_path / "qs" / model / "model.safetensors").is_file()
+    out = capsys.readouterr().out
+    assert "best unimodal model" in out and "*" in out
