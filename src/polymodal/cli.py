@@ -128,6 +128,23 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from polymodal.compare import compare, format_summary
+    from polymodal.config import load_config
+    from polymodal.fusion import FUSIONS
+    from polymodal.tasks import build_task
+
+    config = load_config(args.config)
+    fusions = FUSIONS.names() if args.fusions == "all" else [f.strip() for f in args.fusions.split(",") if f.strip()]
+    for name in fusions:
+        FUSIONS.get(name)
+    out = Path(args.out or f"runs/compare_{config.name}")
+    summary = compare(config, fusions, args.seeds, out, unimodal=not args.no_unimodal)
+    print(format_summary(summary, build_task(config.target).monitor, args.seeds))
+    print(f"written: {out / 'summary.csv'}, {out / 'comparison.csv'}, {out / 'comparison.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="polymodal", description="Multimodal learning: train, evaluate, predict.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (overrides output_dir)")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("compare", help="train several fusions and the unimodal baselines over seeds; one table")
+    p.add_argument("config")
+    p.add_argument("--fusions", default="concat,late", help="comma-separated names, or 'all'")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--out", help="output folder (default runs/compare_<name>)")
+    p.add_argument("--no-unimodal", action="store_true", help="skip the unimodal baselines")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("evaluate", help="metrics of a trained run on labelled data")
     p.add_argument("run_dir")
