@@ -37,7 +37,8 @@ class EpochTimer(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.start = time.perf_counter()
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+    def on_validation_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # Lightning validates inside the training epoch, before on_train_epoch_end: stop the clock here
         self.times.append(time.perf_counter() - self.start)
 
 
