@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import make_config
+
 from polymodal.cli import main
 
 

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 OnError = Literal["error", "skip", "missing"]
-TaskName = Literal["binary", "multiclass", "multilabel", "regression"]
+TaskName = Literal["binary", "multiclass", "multilabel", "regression", "retrieval"]
 
 
 class Strict(BaseModel):
@@ -29,6 +29,12 @@ class Component(BaseModel):
     @property
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+
+class ObjectiveSpec(Component):
+    """An objective added to the task loss: its name, options and weight, e.g. `{name: contrastive, weight: 0.5}`."""
+
+    weight: float = Field(1.0, ge=0, description="the objective's factor in the total loss")
 
 
 class ModalityBase(Strict):
@@ -92,7 +98,8 @@ class SplitConfig(Strict):
 
 
 class DataConfig(Strict):
-    builtin: Literal["av_digits", "av_digits_fashion"] | None = Field(
+    builtin: Literal["av_digits", "av_digits_fashion", "interactions_redundancy", "interactions_uniqueness",
+                     "interactions_synergy"] | None = Field(
         None, description="a built-in dataset (see `polymodal datasets list`)")
     source: str | None = Field(None, description="one table (csv/parquet/jsonl) or a folder of files by class")
     train: str | None = None
@@ -110,9 +117,19 @@ class DataConfig(Strict):
 
 
 class TargetConfig(Strict):
-    field: str | list[str] = Field(description="label column (a list of columns for multi-output regression)")
+    field: str | list[str] | None = Field(
+        None, description="label column (a list of columns for multi-output regression); none for retrieval")
     task: TaskName
     separator: str = Field("|", description="multilabel: separator between labels in one cell")
+
+    @model_validator(mode="after")
+    def _field_for_task(self) -> TargetConfig:
+        if self.field is None and self.task != "retrieval":
+            raise ValueError(f"target.field: task {self.task} needs the label column(s) in 'field'")
+        if self.field is not None and self.task == "retrieval":
+            raise ValueError("target.field: task retrieval learns from paired modalities and reads no label "
+                             "column; remove 'field'")
+        return self
 
 
 class TrainingConfig(Strict):
@@ -134,6 +151,9 @@ class TrainingConfig(Strict):
     accumulate_grad_batches: int = Field(1, ge=1)
     num_workers: int = Field(0, ge=0)
     progress_bar: bool = True
+    init_from: str | None = Field(
+        None, description="a run directory (e.g. a self-supervised pretraining run) whose fitted processor state "
+                          "and matching encoder, fusion and objective weights this run starts from")
 
 
 class Config(Strict):
@@ -142,6 +162,9 @@ class Config(Strict):
     modalities: dict[str, ModalitySpec] = Field(min_length=1)
     target: TargetConfig
     fusion: Component = Component(name="concat")
+    objectives: list[ObjectiveSpec] = Field(
+        default_factory=list, description="objectives added to the task loss (contrastive, reconstruction, dcca), "
+                                          "each with a weight; task retrieval adds a contrastive one if none is listed")
     training: TrainingConfig = TrainingConfig()
     output_dir: str | None = Field(None, description="run directory; default runs/<name>")
 
@@ -165,7 +188,27 @@ class Config(Strict):
             raise ValueError(f"fusion.name: unknown fusion {self.fusion.name!r}; registered: "
                              f"{', '.join(FUSIONS.names())}")
         FUSIONS.check_options(self.fusion.name, self.fusion.options, frozenset({"in_dims"}), where="fusion: ")
+        self._check_objectives()
         return self
+
+    def _check_objectives(self) -> None:
+        from polymodal.objectives import OBJECTIVES
+
+        if self.target.task == "retrieval":
+            if len(self.modalities) < 2:
+                raise ValueError("modalities: task retrieval needs at least two modalities (one tower each)")
+            if not any(o.name == "contrastive" for o in self.objectives):
+                self.objectives.append(ObjectiveSpec(name="contrastive"))
+        seen: set[str] = set()
+        for i, obj in enumerate(self.objectives):
+            if obj.name not in OBJECTIVES:
+                raise ValueError(f"objectives.{i}.name: unknown objective {obj.name!r}; registered: "
+                                 f"{', '.join(OBJECTIVES.names())}")
+            if obj.name in seen:
+                raise ValueError(f"objectives.{i}.name: objective {obj.name!r} is listed twice")
+            seen.add(obj.name)
+            OBJECTIVES.check_options(obj.name, obj.options, frozenset({"in_dims", "fused_dim"}),
+                                     where=f"objectives.{i}: ")
 
     def field_of(self, modality: str) -> str:
         return self.modalities[modality].field or modality
@@ -249,7 +292,10 @@ def resolve_paths(config: Config, base_dir: Path) -> Config:
         value = getattr(data, key)
         if value is not None and not Path(value).is_absolute():
             setattr(data, key, str((base_dir / value).resolve()))
-    return config.model_copy(update={"data": data})
+    training = config.training.model_copy()
+    if training.init_from is not None and not Path(training.init_from).is_absolute():
+        training.init_from = str((base_dir / training.init_from).resolve())
+    return config.model_copy(update={"data": data, "training": training})
 
 
 def load_config(path: str | Path) -> Config:

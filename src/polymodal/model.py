@@ -1,10 +1,12 @@
-"""Composition: per-modality encoders + one fusion + a task head, with named outputs."""
+"""Composition: per-modality encoders + one fusion + a task head (+ objectives), with named outputs."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
 from polymodal.config import Component, Config
@@ -12,6 +14,7 @@ from polymodal.data.batch import Batch
 from polymodal.encoders import ENCODERS, Encoder, default_encoder
 from polymodal.encoders.base import EncoderOutput
 from polymodal.fusion import FUSIONS, Fusion
+from polymodal.objectives import OBJECTIVES, Contrastive, Objective
 from polymodal.processors import Processor
 
 
@@ -25,6 +28,8 @@ class Output:
         features: per modality, pooled encoder features (B, D_m).
         modality_logits: per modality (B, K) predictions, for fusions that keep per-modality branches.
         aux_losses: auxiliary training losses by name (from the fusion), added to the task loss.
+        embeddings: per modality, (B, E) L2-normalised embeddings in the shared space of the contrastive
+            objective (None without one); rows of records missing that modality are NaN.
     """
 
     logits: Tensor
@@ -32,24 +37,29 @@ class Output:
     features: dict[str, Tensor]
     modality_logits: dict[str, Tensor] | None = None
     aux_losses: dict[str, Tensor] = field(default_factory=dict)
+    embeddings: dict[str, Tensor] | None = None
 
 
 class MultimodalModel(nn.Module):
-    """`MultimodalModel(encoders, fusion, head)`: encoders by modality name, one fusion, one head.
+    """`MultimodalModel(encoders, fusion, head, objectives)`: encoders by modality name, one fusion, one head.
 
     Args:
         encoders: one encoder per modality name.
         fusion: a fusion whose `in_dims` covers exactly these modalities.
         head: maps (B, fusion.out_dim) to (B, K).
+        objectives: objectives by name, part of the model so that their weights are saved with it; the one
+            named "contrastive" also gives `Output.embeddings`.
     """
 
-    def __init__(self, encoders: Mapping[str, Encoder], fusion: Fusion, head: nn.Module) -> None:
+    def __init__(self, encoders: Mapping[str, Encoder], fusion: Fusion, head: nn.Module,
+                 objectives: Mapping[str, Objective] | None = None) -> None:
         super().__init__()
         if set(encoders) != set(fusion.in_dims):
             raise ValueError(f"encoders {sorted(encoders)} and fusion inputs {sorted(fusion.in_dims)} differ")
         self.encoders = nn.ModuleDict(dict(encoders))
         self.fusion = fusion
         self.head = head
+        self.objectives = nn.ModuleDict(dict(objectives or {}))
 
     @property
     def modalities(self) -> list[str]:
@@ -58,16 +68,30 @@ class MultimodalModel(nn.Module):
     def encode(self, batch: Batch) -> dict[str, EncoderOutput]:
         return {m: enc(batch.inputs[m]) for m, enc in self.encoders.items()}
 
+    @property
+    def contrastive(self) -> Contrastive | None:
+        obj = self.objectives["contrastive"] if "contrastive" in self.objectives else None
+        return obj if isinstance(obj, Contrastive) else None
+
+    def embeddings(self, features: Mapping[str, Tensor], present: Mapping[str, Tensor]) -> dict[str, Tensor] | None:
+        """Contrastive embeddings (B, E) of the given pooled features, NaN where a modality is missing."""
+        if self.contrastive is None:
+            return None
+        z = self.contrastive.embed(features)
+        return {m: torch.where(present[m][:, None], e, float("nan")) for m, e in z.items()}
+
     def forward(self, batch: Batch) -> Output:
         encoded = self.encode(batch)
         fused = self.fusion(encoded, batch.present)
         per = fused.per_modality
+        features = {m: e.pooled for m, e in encoded.items()}
         return Output(
             logits=self.head(fused.fused),
             fused=fused.fused,
-            features={m: e.pooled for m, e in encoded.items()},
+            features=features,
             modality_logits=None if per is None else {m: self.head(h) for m, h in per.items()},
             aux_losses=fused.aux_losses,
+            embeddings=self.embeddings(features, batch.present),
         )
 
 
@@ -77,11 +101,19 @@ def build_encoder(spec_type: str, component: Component | None, processor: Proces
 
 
 def build_model(config: Config, processors: Mapping[str, Processor], num_outputs: int) -> MultimodalModel:
-    """Build the model a config describes, with widths derived from fitted processors and encoders."""
+    """Build the model a config describes, with widths derived from fitted processors and encoders.
+
+    `num_outputs` may be 0 (retrieval: no task head outputs, only the objectives train).
+    """
     encoders = {m: build_encoder(spec.type, spec.encoder, processors[m]) for m, spec in config.modalities.items()}
-    fusion = FUSIONS.build(config.fusion.name, user=config.fusion.options,
-                           in_dims={m: e.out_dim for m, e in encoders.items()})
-    return MultimodalModel(encoders, fusion, nn.Linear(fusion.out_dim, num_outputs))
+    in_dims = {m: e.out_dim for m, e in encoders.items()}
+    fusion = FUSIONS.build(config.fusion.name, user=config.fusion.options, in_dims=in_dims)
+    objectives = {o.name: OBJECTIVES.build(o.name, user=o.options, in_dims=in_dims, fused_dim=fusion.out_dim)
+                  for o in config.objectives}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors")  # num_outputs == 0
+        head = nn.Linear(fusion.out_dim, num_outputs)
+    return MultimodalModel(encoders, fusion, head, objectives)
 
 
 def count_parameters(model: nn.Module) -> int:

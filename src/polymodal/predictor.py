@@ -1,4 +1,4 @@
-"""Load a run directory and predict, give probabilities, embed, or evaluate on new records."""
+"""Load a run directory and predict, give probabilities, embed, retrieve, or evaluate on new records."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from polymodal.data.dataset import MultimodalDataset, decode, raise_on_fatal
 from polymodal.data.sources import Table, read_table, table_root
-from polymodal.evaluation.inference import predict_outputs
+from polymodal.evaluation.inference import predict_embeddings, predict_outputs
 from polymodal.model import Output
 from polymodal.run import Run, load_run
 
@@ -68,13 +69,50 @@ class Predictor:
             raise ValueError(f"predict_proba needs a classification run; this one is {self.run.config.target.task}")
         return pd.DataFrame(proba)
 
-    def embed(self, records: Records, root: str | Path | None = None) -> np.ndarray:
-        """The fused representation (N, D_fused) of every record."""
-        return self.outputs(records, root).fused.cpu().numpy()
+    def embed(self, records: Records, root: str | Path | None = None, modality: str | None = None) -> np.ndarray:
+        """The fused representation (N, D_fused) of every record, or with `modality`, that modality's (N, E)
+        L2-normalised embedding in the shared space of the run's contrastive objective (NaN rows where the
+        record lacks it). With `modality`, the records need only that modality's column(s).
+        """
+        if modality is None:
+            return self.outputs(records, root).fused.cpu().numpy()
+        return self._modality_embeddings(records, root, modality).cpu().numpy()
+
+    def _modality_embeddings(self, records: Records, root: str | Path | None, modality: str) -> torch.Tensor:
+        if modality not in self.run.processors:
+            raise KeyError(f"unknown modality {modality!r}; this run has {', '.join(self.run.processors)}")
+        if self.run.model.contrastive is None:
+            raise ValueError("embed(modality=...) needs a run with a contrastive objective (task retrieval, or "
+                             "`objectives: [{name: contrastive}]`); this run has none")
+        processors = {modality: self.run.processors[modality]}
+        decoded = decode(self._table(records, root), processors, None, keep_all=True)
+        raise_on_fatal(decoded)
+        dataset = MultimodalDataset(decoded, {modality: processors[modality].ragged})
+        return predict_embeddings(self.run.model, processors, dataset, modality, self.batch_size)
+
+    def retrieve(self, queries: Records, candidates: Records, query_modality: str, candidate_modality: str,
+                 k: int = 5, root: str | Path | None = None) -> pd.DataFrame:
+        """The top-k candidates (by cosine similarity in the shared space) for each query.
+
+        Returns one row per (query, rank): `query` and `candidate` are row positions in the two inputs, `rank`
+        counts from 1, `score` is the cosine similarity. Candidates lacking `candidate_modality` are never
+        returned; queries lacking `query_modality` get no rows.
+        """
+        q = self._modality_embeddings(queries, root, query_modality).cpu()  # (Q, E)
+        c = self._modality_embeddings(candidates, root, candidate_modality).cpu()  # (C, E)
+        q_ok, c_ok = ~q.isnan().any(dim=1), ~c.isnan().any(dim=1)
+        scores, top = (q[q_ok] @ c[c_ok].T).topk(min(k, int(c_ok.sum())), dim=1)  # (Q', k)
+        q_rows, c_rows = q_ok.nonzero()[:, 0], c_ok.nonzero()[:, 0]
+        n = top.shape[1]
+        return pd.DataFrame({
+            "query": q_rows.repeat_interleave(n).numpy(),
+            "rank": np.tile(np.arange(1, n + 1), len(q_rows)),
+            "candidate": c_rows[top].reshape(-1).numpy(),
+            "score": scores.reshape(-1).numpy(),
+        })
 
     def evaluate(self, records: Records, root: str | Path | None = None) -> dict[str, float]:
-        """Metrics on labelled records."""
+        """Metrics on labelled records (for retrieval, on records with paired modalities)."""
         dataset = self._dataset(records, root, with_target=True)
         out, target = predict_outputs(self.run.model, self.run.processors, dataset, self.batch_size)
-        assert target is not None
-        return self.run.task.metrics(out.logits, target)
+        return self.run.task.metrics(out.logits, target, out.embeddings)  # type: ignore[arg-type]

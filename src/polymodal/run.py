@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-from polymodal.config import Config, dump_config, load_config
+from polymodal.config import Config, ConfigError, dump_config, load_config
 from polymodal.data.dataset import build_pipeline
 from polymodal.model import MultimodalModel, build_model
 from polymodal.processors import Processor
@@ -61,6 +62,47 @@ def load_run(run_dir: str | Path) -> Run:
     model.load_state_dict(load_file(str(path / WEIGHTS)))
     model.eval()
     return Run(config, processors, task, model, path)
+
+
+# Spec keys that do not change what a processor fits (the column name, the encoder, error policy, augmentation).
+_NOT_FITTED = {"field", "encoder", "on_error", "augment"}
+
+
+def init_processors(config: Config, processors: Mapping[str, Processor], run_dir: str | Path) -> None:
+    """Load the fitted state of a previous run (`training.init_from`) into these processors.
+
+    Every modality must exist in that run with the same processing settings, so that its encoders see inputs
+    prepared the same way.
+    """
+    path = Path(run_dir)
+    for name in (CONFIG, STATE, WEIGHTS):
+        if not (path / name).is_file():
+            raise ConfigError(f"training.init_from: {str(path)!r} is not a complete run directory ({name} is missing)")
+    source = load_config(path / CONFIG)
+    state = json.loads((path / STATE).read_text())["modalities"]
+    for m, proc in processors.items():
+        mine = config.modalities[m].model_dump(exclude=_NOT_FITTED)
+        theirs = source.modalities[m].model_dump(exclude=_NOT_FITTED) if m in source.modalities else None
+        if mine != theirs:
+            raise ConfigError(f"training.init_from: modality {m!r} is not processed as in {str(path)!r} "
+                              f"(here {mine}, there {theirs}); its settings must match to reuse the fitted state")
+        proc.load_state(state[m])
+
+
+def init_weights(model: nn.Module, run_dir: str | Path, prefixes: tuple[str, ...] = (
+        "encoders.", "fusion.", "objectives.")) -> list[str]:
+    """Copy the tensors of a previous run whose name (under `prefixes`) and shape match; returns their names.
+
+    The task head is not copied: a fine-tuning run learns its own.
+    """
+    saved = load_file(str(Path(run_dir) / WEIGHTS))
+    own = model.state_dict()
+    match = {k: v for k, v in saved.items() if k.startswith(prefixes) and k in own and own[k].shape == v.shape}
+    if not match:
+        raise ConfigError(f"training.init_from: no encoder, fusion or objective weights of {str(run_dir)!r} "
+                          "match this model by name and shape")
+    model.load_state_dict(match, strict=False)
+    return sorted(match)
 
 
 def write_json(path: Path, data: Any) -> None:

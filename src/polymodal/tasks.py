@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from itertools import permutations
 from typing import Any, ClassVar
 
 import numpy as np
@@ -56,7 +58,9 @@ class Task(ABC):
     def loss(self, logits: Tensor, target: Tensor) -> Tensor: ...
 
     @abstractmethod
-    def metrics(self, logits: Tensor, target: Tensor) -> dict[str, float]: ...
+    def metrics(self, logits: Tensor, target: Tensor,
+                embeddings: Mapping[str, Tensor] | None = None) -> dict[str, float]:
+        """Metrics over a whole split; `embeddings` is `Output.embeddings` (used by retrieval)."""
 
     @abstractmethod
     def predict(self, logits: Tensor) -> list[Any]:
@@ -141,7 +145,8 @@ class Multiclass(_SingleLabel):
         p = logits.float().softmax(dim=1).cpu().numpy()
         return {c: p[:, i] for i, c in enumerate(self.classes)}
 
-    def metrics(self, logits: Tensor, target: Tensor) -> dict[str, float]:
+    def metrics(self, logits: Tensor, target: Tensor,
+                embeddings: Mapping[str, Tensor] | None = None) -> dict[str, float]:
         k = self.num_outputs
         return {
             "accuracy": M.accuracy(logits, target, task="multiclass", num_classes=k).item(),
@@ -180,7 +185,8 @@ class Binary(_SingleLabel):
         p = torch.sigmoid(logits[:, 0].float()).cpu().numpy()
         return {self.classes[0]: 1.0 - p, self.classes[1]: p}
 
-    def metrics(self, logits: Tensor, target: Tensor) -> dict[str, float]:
+    def metrics(self, logits: Tensor, target: Tensor,
+                embeddings: Mapping[str, Tensor] | None = None) -> dict[str, float]:
         p = torch.sigmoid(logits[:, 0].float())
         return {
             "accuracy": M.accuracy(p, target, task="binary").item(),
@@ -236,7 +242,8 @@ class Multilabel(Task):
         p = torch.sigmoid(logits.float()).cpu().numpy()
         return {c: p[:, i] for i, c in enumerate(self.classes)}
 
-    def metrics(self, logits: Tensor, target: Tensor) -> dict[str, float]:
+    def metrics(self, logits: Tensor, target: Tensor,
+                embeddings: Mapping[str, Tensor] | None = None) -> dict[str, float]:
         p, t, k = torch.sigmoid(logits.float()), target.long(), self.num_outputs
         return {
             "micro_f1": M.f1_score(p, t, task="multilabel", num_labels=k, average="micro").item(),
@@ -299,7 +306,8 @@ class Regression(Task):
         y = self._units(logits).cpu().numpy()
         return y[:, 0].tolist() if y.shape[1] == 1 else y.tolist()
 
-    def metrics(self, logits: Tensor, target: Tensor) -> dict[str, float]:
+    def metrics(self, logits: Tensor, target: Tensor,
+                embeddings: Mapping[str, Tensor] | None = None) -> dict[str, float]:
         pred, true = self._units(logits), self._units(target)
         pearson = M.pearson_corrcoef(pred, true)
         return {
@@ -314,6 +322,77 @@ class Regression(Task):
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.mean, self.std = state["mean"], state["std"]
+
+
+@TASKS.register("retrieval")
+class Retrieval(Task):
+    """Two or more towers (an encoder plus the contrastive projection per modality) into one embedding space.
+
+    Reads no labels: the contrastive objective (the config adds one when none is listed) learns from which
+    modalities belong to the same record. A retrieval run on unlabeled records is therefore also how
+    polymodal pretrains self-supervised: encoders through the contrastive (and any dcca) objective, the fusion
+    through a reconstruction objective; a labelled run then starts from it with `training.init_from`.
+    The task loss is zero; metrics are R@1/5/10 and the median rank for every ordered pair of modalities
+    (`a_to_b_r1`, ..., `a_to_b_median_rank`) plus `mean_recall`, the mean of all R@k.
+    """
+
+    name = "retrieval"
+    monitor = "mean_recall"
+    ks: ClassVar[tuple[int, ...]] = (1, 5, 10)
+
+    @property
+    def fields(self) -> list[str]:
+        return []
+
+    def values(self, frame: Any) -> list[Any]:
+        return [None] * len(frame)
+
+    def fit(self, values: list[Any]) -> None:
+        """Nothing to learn from labels."""
+
+    def encode(self, value: Any) -> np.ndarray:
+        return np.zeros(0, dtype=np.float32)
+
+    @property
+    def num_outputs(self) -> int:
+        return 0
+
+    def loss(self, logits: Tensor, target: Tensor | None) -> Tensor:
+        return logits.sum() * 0.0  # (B, 0) logits: a zero that still backpropagates
+
+    def predict(self, logits: Tensor) -> list[Any]:
+        raise ValueError("a retrieval run predicts no labels; use Predictor.embed(modality=...) or "
+                         "Predictor.retrieve")
+
+    def metrics(self, logits: Tensor, target: Tensor | None,
+                embeddings: Mapping[str, Tensor] | None = None) -> dict[str, float]:
+        if embeddings is None:
+            raise ValueError("retrieval metrics need the contrastive embeddings (Output.embeddings)")
+        out: dict[str, float] = {}
+        for a, b in permutations(embeddings, 2):
+            za, zb = embeddings[a].float(), embeddings[b].float()
+            both = ~(za.isnan().any(dim=1) | zb.isnan().any(dim=1))  # (N,)
+            if bool(both.any()):
+                out.update(retrieval_metrics(za[both] @ zb[both].T, f"{a}_to_{b}", self.ks))
+        recalls = [v for k, v in out.items() if not k.endswith("_median_rank")]
+        out["mean_recall"] = float(np.mean(recalls)) if recalls else float("nan")
+        return out
+
+
+def retrieval_ranks(similarity: Tensor) -> Tensor:
+    """1-based rank of the matching candidate (the diagonal) for each query row of an (N, N) similarity.
+
+    Ties count in the query's favour (only strictly better candidates rank above the match).
+    """
+    return 1 + (similarity > similarity.diagonal()[:, None]).sum(dim=1)  # (N,)
+
+
+def retrieval_metrics(similarity: Tensor, prefix: str, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """Recall@k for each k and the median rank, from an (N, N) query x candidate similarity."""
+    ranks = retrieval_ranks(similarity).float()
+    out = {f"{prefix}_r{k}": (ranks <= k).float().mean().item() for k in ks}
+    out[f"{prefix}_median_rank"] = ranks.quantile(0.5).item()
+    return out
 
 
 def build_task(target: TargetConfig) -> Task:

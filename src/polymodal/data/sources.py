@@ -75,7 +75,8 @@ def load_splits(data: DataConfig, label_field: str | None) -> dict[str, Table]:
     if data.builtin is not None:
         from polymodal.datasets import DATASETS
 
-        path = DATASETS[data.builtin].materialize() / "records.csv"
+        entry = DATASETS[data.builtin]
+        path = entry.materialize() / entry.table
         parts = split_frame(read_table(path), SplitConfig(column="split"), label_field)
         return {s: Table(part, path.parent, s) for s, part in parts.items()}
     if data.train is not None:

@@ -8,12 +8,14 @@ from functools import partial
 from pathlib import Path
 
 from polymodal.datasets.av_digits import materialize_av_digits
+from polymodal.datasets.synthetic import materialize_interactions
 
 
 @dataclass(frozen=True)
 class DatasetEntry:
     description: str
     materialize: Callable[..., Path]
+    table: str = "records.csv"
 
 
 DATASETS: dict[str, DatasetEntry] = {
@@ -23,6 +25,15 @@ DATASETS: dict[str, DatasetEntry] = {
     "av_digits_fashion": DatasetEntry(
         "the same with Fashion-MNIST images (class k paired with the spoken digit k): harder",
         partial(materialize_av_digits, variant="fashion")),
+    "interactions_redundancy": DatasetEntry(
+        "synthetic vectors m0, m1: every modality carries the binary label (each alone predicts it)",
+        partial(materialize_interactions, regime="redundancy"), table="records.parquet"),
+    "interactions_uniqueness": DatasetEntry(
+        "synthetic vectors m0, m1: only m0 carries the label, m1 is a distractor",
+        partial(materialize_interactions, regime="uniqueness"), table="records.parquet"),
+    "interactions_synergy": DatasetEntry(
+        "synthetic vectors m0, m1: label = XOR of one bit per modality (each alone at chance; late fusion fails)",
+        partial(materialize_interactions, regime="synergy"), table="records.parquet"),
 }
 
-__all__ = ["DATASETS", "DatasetEntry", "materialize_av_digits"]
+__all__ = ["DATASETS", "DatasetEntry", "materialize_av_digits", "materialize_interactions"]

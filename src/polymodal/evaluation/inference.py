@@ -31,12 +31,33 @@ def predict_outputs(model: MultimodalModel, processors: Mapping[str, Processor],
     return concat_outputs(outs), (torch.cat(targets) if targets else None)
 
 
+@torch.no_grad()
+def predict_embeddings(model: MultimodalModel, processors: Mapping[str, Processor], dataset: MultimodalDataset,
+                       modality: str, batch_size: int = 256) -> Tensor:
+    """(N, E) contrastive embeddings of one modality, from its encoder alone; NaN rows where it is missing.
+
+    The dataset needs to hold only that modality (other towers are not run).
+    """
+    if model.contrastive is None:
+        raise ValueError("this model has no contrastive objective, so no per-modality embeddings")
+    model.eval()
+    device = next(model.parameters()).device
+    chunks: list[Tensor] = []
+    for batch in make_loader(dataset, batch_size, shuffle=False):
+        batch = to_model_inputs(batch.to(device), processors, train=False)
+        pooled = model.encoders[modality](batch.inputs[modality]).pooled  # (B, D_m)
+        chunks.append(model.embeddings({modality: pooled}, batch.present)[modality])  # type: ignore[index]
+    return torch.cat(chunks)
+
+
 def concat_outputs(outs: list[Output]) -> Output:
-    per = outs[0].modality_logits
+    per, emb = outs[0].modality_logits, outs[0].embeddings
     return Output(
         logits=torch.cat([o.logits for o in outs]),
         fused=torch.cat([o.fused for o in outs]),
         features={m: torch.cat([o.features[m] for o in outs]) for m in outs[0].features},
         modality_logits=None if per is None else {m: torch.cat([o.modality_logits[m] for o in outs])  # type: ignore[index]
                                                   for m in per},
+        embeddings=None if emb is None else {m: torch.cat([o.embeddings[m] for o in outs])  # type: ignore[index]
+                                             for m in emb},
     )

@@ -1,4 +1,9 @@
-"""`train(config)`: data -> fitted processors -> model -> Lightning fit -> run directory."""
+"""`train(config)`: data -> fitted processors -> model -> Lightning fit -> run directory.
+
+Pretraining and fine-tuning: a self-supervised run is a run with task `retrieval` (it reads no labels; add a
+`reconstruction` objective to pretrain the fusion too). A labelled run with `training.init_from: RUN_DIR` then
+reuses that run's fitted processor state and starts from its matching encoder, fusion and objective weights.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from polymodal.data.sources import SPLITS, Table, load_splits, split_frame
 from polymodal.evaluation.inference import predict_outputs
 from polymodal.model import MultimodalModel, build_model, count_parameters
 from polymodal.processors import Processor
-from polymodal.run import METRICS, save_pipeline, save_weights, write_json
+from polymodal.run import METRICS, init_processors, init_weights, save_pipeline, save_weights, write_json
 from polymodal.tasks import Task
 from polymodal.training.module import PolymodalModule
 
@@ -58,13 +63,21 @@ class Prepared:
 
 
 def prepare(config: Config) -> Prepared:
-    """Read the splits, fit processors on train only, decode every split (raising on fatal problems)."""
+    """Read the splits, fit processors on train only, decode every split (raising on fatal problems).
+
+    With `training.init_from`, the processors take that run's fitted state instead (only the task is fitted).
+    """
     tables = ensure_val(load_splits(config.data, _label_field(config)), config)
     processors, task = build_pipeline(config)
-    fit_raw(tables["train"], processors, task)
+    init_from = config.training.init_from
+    if init_from is None:
+        fit_raw(tables["train"], processors, task)
+    else:
+        task.fit(task.values(tables["train"].frame))
+        init_processors(config, processors, init_from)
     decoded: dict[str, Decoded] = {}
     for split, table in tables.items():
-        decoded[split] = decode(table, processors, task, fit=split == "train")
+        decoded[split] = decode(table, processors, task, fit=split == "train" and init_from is None)
         raise_on_fatal(decoded[split])
         if len(decoded[split].rows) == 0:
             raise ValueError(f"the {split} split has no usable records")
@@ -112,8 +125,12 @@ def train(config: Config, resume: bool = False) -> TrainResult:
     pl.seed_everything(config.training.seed, workers=True, verbose=False)
     prep = prepare(config)
     model = build_model(config, prep.processors, prep.task.num_outputs)
+    if config.training.init_from is not None:
+        loaded = init_weights(model, config.training.init_from)
+        log.info("initialized %d tensors from %s", len(loaded), config.training.init_from)
     save_pipeline(run_dir, config, prep.processors, prep.task)
-    module = PolymodalModule(model, prep.task, prep.processors, config.training)
+    module = PolymodalModule(model, prep.task, prep.processors, config.training,
+                             {o.name: o.weight for o in config.objectives})
     monitor = config.training.monitor or f"val_{prep.task.monitor}"
     trainer = make_trainer(config, run_dir, monitor, prep.task.mode)
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -166,6 +183,5 @@ def evaluate_splits(model: MultimodalModel, prep: Prepared) -> dict[str, dict[st
     for split in SPLITS:
         if split in prep.datasets:
             outputs, target = predict_outputs(model.cpu(), prep.processors, prep.datasets[split])
-            assert target is not None
-            out[split] = prep.task.metrics(outputs.logits, target)
+            out[split] = prep.task.metrics(outputs.logits, target, outputs.embeddings)  # type: ignore[arg-type]
     return out

@@ -1,4 +1,4 @@
-"""The LightningModule: loss from the task, AdamW with warmup + cosine, metrics over whole epochs."""
+"""The LightningModule: task loss + weighted objectives, AdamW with warmup + cosine, metrics over whole epochs."""
 
 from __future__ import annotations
 
@@ -18,24 +18,27 @@ from polymodal.tasks import Task
 
 
 class PolymodalModule(pl.LightningModule):
-    """Trains a MultimodalModel on one task.
+    """Trains a MultimodalModel on one task, plus the model's objectives.
 
     Args:
         model: the model.
         task: loss, metrics.
         processors: batch-level normalization and augmentation per modality.
         training: optimizer and schedule settings.
+        objective_weights: factor of each of `model.objectives` in the loss (default 1).
     """
 
     def __init__(self, model: MultimodalModel, task: Task, processors: Mapping[str, Processor],
-                 training: TrainingConfig) -> None:
+                 training: TrainingConfig, objective_weights: Mapping[str, float] | None = None) -> None:
         super().__init__()
         self.model = model
         self.task = task
         self.processors = dict(processors)
         self.training_config = training
+        self.objective_weights = dict(objective_weights or {})
         self._val_logits: list[Tensor] = []
         self._val_targets: list[Tensor] = []
+        self._val_embeddings: list[dict[str, Tensor]] = []
 
     def forward(self, batch: Batch) -> Output:
         return self.model(batch)
@@ -46,10 +49,17 @@ class PolymodalModule(pl.LightningModule):
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         return to_model_inputs(batch, self.processors, train=self.training)
 
+    def objective_losses(self, batch: Batch, out: Output) -> dict[str, Tensor]:
+        """Each objective's (unweighted) loss by name."""
+        return {name: objective(self.model, batch, out) for name, objective in self.model.objectives.items()}
+
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         out = self.model(batch)
         losses = {"loss": self.task.loss(out.logits, batch.target), **out.aux_losses}
-        loss = torch.stack(list(losses.values())).sum()
+        objectives = self.objective_losses(batch, out)
+        weighted = [self.objective_weights.get(name, 1.0) * value for name, value in objectives.items()]
+        loss = torch.stack([*losses.values(), *weighted]).sum()
+        losses.update(objectives)  # logged unweighted
         for name, value in losses.items():  # summed here, logged once per epoch (cheaper than self.log per step)
             self._train_sums[name] = self._train_sums.get(name, 0.0) + value.detach() * batch.size
         self._train_count += batch.size
@@ -67,19 +77,31 @@ class PolymodalModule(pl.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         out = self.model(batch)
         self.log("val_loss", self.task.loss(out.logits, batch.target), batch_size=batch.size, sync_dist=True)
+        for name, value in self.objective_losses(batch, out).items():
+            self.log(f"val_{name}", value, batch_size=batch.size, sync_dist=True)
         self._val_logits.append(out.logits.detach())
-        self._val_targets.append(batch.target)
+        if batch.target is not None:
+            self._val_targets.append(batch.target)
+        if out.embeddings is not None:
+            self._val_embeddings.append(out.embeddings)
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_logits:
             return
-        logits = self.all_gather(torch.cat(self._val_logits)).reshape(-1, self._val_logits[0].shape[1])
-        target = self.all_gather(torch.cat(self._val_targets))
-        target = target.reshape(-1, *self._val_targets[0].shape[1:])
+        logits = self._gather(torch.cat(self._val_logits))
+        target = self._gather(torch.cat(self._val_targets)) if self._val_targets else None
+        embeddings = {m: self._gather(torch.cat([e[m] for e in self._val_embeddings]))
+                      for m in self._val_embeddings[0]} if self._val_embeddings else None
         self._val_logits.clear()
         self._val_targets.clear()
-        for name, value in self.task.metrics(logits, target).items():
+        self._val_embeddings.clear()
+        for name, value in self.task.metrics(logits, target, embeddings).items():  # type: ignore[arg-type]
             self.log(f"val_{name}", value)
+
+    def _gather(self, x: Tensor) -> Tensor:
+        """(N, ...) from this process -> (N * world, ...) from all of them (as is on one device)."""
+        gathered = self.all_gather(x)
+        return gathered.flatten(0, gathered.dim() - x.dim())
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         cfg = self.training_config
