@@ -151,6 +151,9 @@ class TrainingConfig(Strict):
     accumulate_grad_batches: int = Field(1, ge=1)
     num_workers: int = Field(0, ge=0)
     progress_bar: bool = True
+    modality_dropout: float | dict[str, float] = Field(
+        0.0, description="per-record probability of hiding a modality while training (one rate, or one per "
+                         "modality); a record always keeps at least one present modality")
     init_from: str | None = Field(
         None, description="a run directory (e.g. a self-supervised pretraining run) whose fitted processor state "
                           "and matching encoder, fusion and objective weights this run starts from")
@@ -162,6 +165,8 @@ class Config(Strict):
     modalities: dict[str, ModalitySpec] = Field(min_length=1)
     target: TargetConfig
     fusion: Component = Component(name="concat")
+    placeholders: bool = Field(False, description="learn one vector per modality that stands in for it when it is "
+                                                  "missing (instead of masking it out of the fusion)")
     objectives: list[ObjectiveSpec] = Field(
         default_factory=list, description="objectives added to the task loss (contrastive, reconstruction, dcca), "
                                           "each with a weight; task retrieval adds a contrastive one if none is listed")

@@ -49,10 +49,12 @@ class MultimodalModel(nn.Module):
         head: maps (B, fusion.out_dim) to (B, K).
         objectives: objectives by name, part of the model so that their weights are saved with it; the one
             named "contrastive" also gives `Output.embeddings`.
+        placeholders: learn one vector per modality that replaces its features (and tokens) where it is missing;
+            the fusion then sees every modality as present. Without them, missing modalities are masked.
     """
 
     def __init__(self, encoders: Mapping[str, Encoder], fusion: Fusion, head: nn.Module,
-                 objectives: Mapping[str, Objective] | None = None) -> None:
+                 objectives: Mapping[str, Objective] | None = None, placeholders: bool = False) -> None:
         super().__init__()
         if set(encoders) != set(fusion.in_dims):
             raise ValueError(f"encoders {sorted(encoders)} and fusion inputs {sorted(fusion.in_dims)} differ")
@@ -60,6 +62,8 @@ class MultimodalModel(nn.Module):
         self.fusion = fusion
         self.head = head
         self.objectives = nn.ModuleDict(dict(objectives or {}))
+        self.placeholders = nn.ParameterDict(
+            {m: nn.Parameter(torch.zeros(e.out_dim)) for m, e in encoders.items()} if placeholders else {})
 
     @property
     def modalities(self) -> list[str]:
@@ -80,9 +84,17 @@ class MultimodalModel(nn.Module):
         z = self.contrastive.embed(features)
         return {m: torch.where(present[m][:, None], e, float("nan")) for m, e in z.items()}
 
+    def fill_missing(self, encoded: dict[str, EncoderOutput], present: Mapping[str, Tensor]
+                     ) -> tuple[dict[str, EncoderOutput], dict[str, Tensor]]:
+        """With placeholders, substitute them for missing modalities and mark everything present."""
+        if not len(self.placeholders):
+            return encoded, dict(present)
+        filled = {m: with_placeholder(e, present[m], self.placeholders[m]) for m, e in encoded.items()}
+        return filled, {m: torch.ones_like(p) for m, p in present.items()}
+
     def forward(self, batch: Batch) -> Output:
-        encoded = self.encode(batch)
-        fused = self.fusion(encoded, batch.present)
+        encoded, present = self.fill_missing(self.encode(batch), batch.present)
+        fused = self.fusion(encoded, present)
         per = fused.per_modality
         features = {m: e.pooled for m, e in encoded.items()}
         return Output(
@@ -93,6 +105,19 @@ class MultimodalModel(nn.Module):
             aux_losses=fused.aux_losses,
             embeddings=self.embeddings(features, batch.present),
         )
+
+
+def with_placeholder(out: EncoderOutput, present: Tensor, placeholder: Tensor) -> EncoderOutput:
+    """Replace a missing record's pooled features by `placeholder` (D,) and its tokens by one placeholder token."""
+    keep = present[:, None]  # (B, 1)
+    pooled = torch.where(keep, out.pooled, placeholder.expand_as(out.pooled))  # (B, D)
+    if out.tokens is None:
+        return EncoderOutput(pooled)
+    tokens = torch.where(keep[..., None], out.tokens, placeholder.expand_as(out.tokens))  # (B, T, D)
+    mask = torch.ones(out.tokens.shape[:2], dtype=torch.bool, device=pooled.device) if out.mask is None else out.mask
+    first = torch.zeros_like(mask)
+    first[:, 0] = True
+    return EncoderOutput(pooled, tokens, torch.where(keep, mask, first))
 
 
 def build_encoder(spec_type: str, component: Component | None, processor: Processor) -> Encoder:
@@ -113,7 +138,7 @@ def build_model(config: Config, processors: Mapping[str, Processor], num_outputs
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Initializing zero-element tensors")  # num_outputs == 0
         head = nn.Linear(fusion.out_dim, num_outputs)
-    return MultimodalModel(encoders, fusion, head, objectives)
+    return MultimodalModel(encoders, fusion, head, objectives, placeholders=config.placeholders)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -54,6 +54,7 @@ class PolymodalModule(pl.LightningModule):
         return {name: objective(self.model, batch, out) for name, objective in self.model.objectives.items()}
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        batch = modality_dropout(batch, self.training_config.modality_dropout)
         out = self.model(batch)
         losses = {"loss": self.task.loss(out.logits, batch.target), **out.aux_losses}
         objectives = self.objective_losses(batch, out)
@@ -113,6 +114,23 @@ class PolymodalModule(pl.LightningModule):
         warmup = min(total - 1, int(cfg.warmup_epochs * total / cfg.epochs))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, warmup, total, cfg.scheduler))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def modality_dropout(batch: Batch, rates: float | Mapping[str, float]) -> Batch:
+    """Hide each modality of each record with its rate (one draw per record and modality); a record keeps at
+    least one of the modalities it had."""
+    rate = {m: (rates if isinstance(rates, (int, float)) else rates.get(m, 0.0)) for m in batch.present}
+    if not any(rate.values()):
+        return batch
+    present = torch.stack([batch.present[m] for m in rate], dim=1)  # (B, N)
+    p = torch.tensor([rate[m] for m in rate], device=present.device)
+    kept = present & (torch.rand(present.shape, device=present.device) >= p)  # (B, N)
+    lost_all = present.any(1) & ~kept.any(1)
+    if lost_all.any():  # give such records back one of their present modalities, chosen at random
+        scores = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0)
+        rescue = torch.zeros_like(kept).scatter_(1, scores.argmax(1, keepdim=True), True)
+        kept = torch.where(lost_all[:, None], rescue, kept)
+    return Batch(batch.inputs, {m: kept[:, i] for i, m in enumerate(rate)}, batch.target, batch.index)
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
