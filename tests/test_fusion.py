@@ -39,6 +39,16 @@ def test_shape_finite_and_gradients_reach_every_modality(name: str, n_modalities
 
 
 @pytest.mark.parametrize("name", FUSIONS.names())
+def test_hidden_sets_the_fused_width(name: str) -> None:
+    """Every method takes its output width from the same option, so comparisons can give all one width."""
+    dims = dict(list(DIMS.items())[:2])
+    torch.manual_seed(0)
+    fusion = FUSIONS.build(name, user={"hidden": 24}, in_dims=dims).eval()
+    assert fusion.out_dim == 24
+    assert fusion(features(dims), all_present(dims)).fused.shape == (5, 24)
+
+
+@pytest.mark.parametrize("name", FUSIONS.names())
 def test_missing_modality_content_has_no_effect(name: str) -> None:
     fusion = build(name, DIMS)
     present = all_present(DIMS)

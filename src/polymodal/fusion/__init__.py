@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-from polymodal.fusion import concat, late  # noqa: F401  (registration)
+# Registration order (and so FUSIONS.names()) follows this import order; keep it, not alphabetical.
+from polymodal.fusion import (  # noqa: F401  (registration)  # isort: skip
+    concat,
+    late,
+    tensor,
+    low_rank,
+    gated,
+    film,
+    bilinear,
+    multiplicative,
+    attention,
+    transformer,
+    cross_attention,
+    bottleneck,
+    poe,
+)
 from polymodal.fusion.base import FUSIONS, Fusion, FusionOutput
 
 __all__ = ["FUSIONS", "Fusion", "FusionOutput"]

@@ -62,3 +62,17 @@ def zero_missing(x: Tensor, present: Tensor) -> Tensor:
     """Replace rows of (B, ...) whose presence (B,) is False by zeros (NaN-safe, unlike multiplying)."""
     keep = present.view(-1, *([1] * (x.dim() - 1)))
     return torch.where(keep, x, torch.zeros_like(x))
+
+
+def modality_tokens(out: EncoderOutput, present: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, T, D) tokens of one modality and their (B, T) mask, True where a token is real and present.
+
+    Without tokens the pooled vector is the single token. Padding and missing records are replaced by zeros
+    (NaN-safe), so their content cannot reach any arithmetic downstream.
+    """
+    tokens = out.pooled[:, None] if out.tokens is None else out.tokens  # (B, T, D)
+    real = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)  # (B, T)
+    if out.tokens is not None and out.mask is not None:
+        real = out.mask.bool()
+    real = real & present.bool()[:, None]  # (B, T)
+    return torch.where(real[..., None], tokens, torch.zeros_like(tokens)), real
