@@ -66,11 +66,15 @@ class VectorProcessor(Processor):
         self.mean: list[float] = []
         self.std: list[float] = []
 
-    def read(self, value: Any, root: Path) -> Arrays:
+    def decode_raw(self, value: Any, root: Path) -> np.ndarray:
+        """(F,) float32."""
         array = read_array(value, root)
         if array.ndim != 1:
             raise RecordError(f"expected a flat list of numbers, got an array of shape {tuple(array.shape)}")
-        return {"values": array}
+        return array
+
+    def features(self, raw: np.ndarray) -> Arrays:
+        return {"values": np.asarray(raw, dtype=np.float32)}
 
     def check(self, item: Arrays) -> None:
         if item["values"].shape[0] != self.dim:
@@ -109,12 +113,16 @@ class SequenceProcessor(Processor):
         self.mean: list[float] = []
         self.std: list[float] = []
 
-    def read(self, value: Any, root: Path) -> Arrays:
+    def decode_raw(self, value: Any, root: Path) -> np.ndarray:
+        """(T, F) float32, cut to `max_length` steps."""
         array = read_array(value, root)
         array = array[:, None] if array.ndim == 1 else array
         if array.ndim != 2 or array.shape[0] == 0:
             raise RecordError(f"expected a (time, features) array, got shape {tuple(array.shape)}")
-        return {"values": array[: self.spec.max_length]}
+        return array[: self.spec.max_length]
+
+    def features(self, raw: np.ndarray) -> Arrays:
+        return {"values": np.asarray(raw, dtype=np.float32)}
 
     def check(self, item: Arrays) -> None:
         if item["values"].shape[1] != self.dim:

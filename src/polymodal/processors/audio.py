@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from math import gcd
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -18,6 +18,13 @@ from polymodal.errors import RecordError
 from polymodal.processors.base import Arrays, Processor, mean_std, resolve_file, stats_tensor
 
 
+class Waveform(NamedTuple):
+    """A raw mono signal: (N,) float32 samples at `rate` Hz."""
+
+    samples: np.ndarray
+    rate: int
+
+
 class AudioProcessor(Processor):
     kind = "audio"
     ragged = True
@@ -28,7 +35,8 @@ class AudioProcessor(Processor):
         self.mean = [0.0] * spec.n_mels
         self.std = [1.0] * spec.n_mels
 
-    def read(self, value: Any, root: Path) -> Arrays:
+    def decode_raw(self, value: Any, root: Path) -> Waveform:
+        """The mono waveform resampled to `sample_rate` and cut to `max_seconds`."""
         path = resolve_file(value, root)
         try:
             wave, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, channels)
@@ -40,6 +48,10 @@ class AudioProcessor(Processor):
         if not np.isfinite(wave).all():
             raise RecordError(f"audio {str(path)!r} contains NaN or infinite samples")
         wave = resample(wave, rate, self.spec.sample_rate)[: int(self.spec.max_seconds * self.spec.sample_rate)]
+        return Waveform(wave, self.spec.sample_rate)
+
+    def features(self, raw: Waveform) -> Arrays:
+        wave = resample(np.asarray(raw.samples, dtype=np.float32), raw.rate, self.spec.sample_rate)
         return {"mel": log_mel(wave, self.spec.sample_rate, self.spec.n_mels)}
 
     def blank(self) -> Arrays:

@@ -44,7 +44,9 @@ class Processor(ABC):
 
     Fitting happens on the training split only; the fitted state is plain JSON.
     Subclasses set `kind`, `ragged` (True if arrays vary in length along axis 0 and need padding + a mask)
-    and implement `read`, `blank` and `encoder_inputs`.
+    and implement `decode_raw` and `features` (or `read` directly), `blank` and `encoder_inputs`.
+    Decoding is split in two so that corruptions (`polymodal.evaluation.corruptions`) act on the raw signal:
+    `read(value, root) == features(decode_raw(value, root))`.
     """
 
     kind: ClassVar[str]
@@ -66,9 +68,17 @@ class Processor(ABC):
     def fit_items(self, items: list[Arrays]) -> None:
         """Learn from decoded training items (normalization statistics). Default: nothing to learn."""
 
-    @abstractmethod
     def read(self, value: Any, root: Path) -> Arrays:
         """Decode one non-empty raw value; raise RecordError with a clear reason if it cannot be used."""
+        return self.features(self.decode_raw(value, root))
+
+    def decode_raw(self, value: Any, root: Path) -> Any:
+        """The raw signal of one non-empty value (pixels, waveform, string...). Default: the value itself."""
+        return value
+
+    def features(self, raw: Any) -> Arrays:
+        """Arrays from what `decode_raw` returned (resize, tokenize, log-mel...)."""
+        raise NotImplementedError(f"{type(self).__name__} implements `read` only; it has no `features` step")
 
     def check(self, item: Arrays) -> None:
         """Raise RecordError if a decoded item does not fit what was fitted (e.g. another width)."""

@@ -25,15 +25,19 @@ class ImageProcessor(Processor):
         self.mean = [0.5] * spec.channels
         self.std = [0.25] * spec.channels
 
-    def read(self, value: Any, root: Path) -> Arrays:
+    def decode_raw(self, value: Any, root: Path) -> np.ndarray:
+        """(H, W) uint8 for 1 channel, (H, W, 3) for 3, at the file's own resolution."""
         path = resolve_file(value, root)
         try:
             with Image.open(path) as img:
-                img = img.convert("L" if self.spec.channels == 1 else "RGB")
-                img = img.resize((self.spec.size, self.spec.size), Image.Resampling.BILINEAR)
-                pixels = np.asarray(img, dtype=np.uint8)
+                return np.asarray(img.convert("L" if self.spec.channels == 1 else "RGB"), dtype=np.uint8)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
             raise RecordError(f"cannot decode image {str(path)!r} ({type(err).__name__}: {err})") from None
+
+    def features(self, raw: np.ndarray) -> Arrays:
+        img = Image.fromarray(np.ascontiguousarray(raw, dtype=np.uint8))
+        img = img.resize((self.spec.size, self.spec.size), Image.Resampling.BILINEAR)
+        pixels = np.asarray(img, dtype=np.uint8)
         pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)  # (C, H, W)
         return {"pixels": np.ascontiguousarray(pixels)}
 

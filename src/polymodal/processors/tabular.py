@@ -43,9 +43,13 @@ class TabularProcessor(Processor):
         for col in self.spec.categorical:
             self.categories[col] = sorted({str(v[col]) for v in values if not is_empty(v[col])})
 
-    def read(self, value: Any, root: Path) -> Arrays:
-        numeric = np.array([_number(value[c], c) for c in self.spec.numeric], dtype=np.float32)
-        cats = [self._index(c, value[c]) for c in self.spec.categorical]
+    def decode_raw(self, value: Any, root: Path) -> dict[str, Any]:
+        """The record's values by column (numeric and categorical), as in the table."""
+        return {c: value[c] for c in self.columns}
+
+    def features(self, raw: dict[str, Any]) -> Arrays:
+        numeric = np.array([_number(raw[c], c) for c in self.spec.numeric], dtype=np.float32)
+        cats = [self._index(c, raw[c]) for c in self.spec.categorical]
         return {"numeric": numeric, "categorical": np.asarray(cats, dtype=np.int64)}
 
     def _index(self, column: str, value: Any) -> int:

@@ -37,14 +37,15 @@ class TextProcessor(Processor):
         tokenizer.train_from_iterator(texts, trainer=trainer)
         self.tokenizer = tokenizer
 
-    def read(self, value: Any, root: Path) -> Arrays:
+    def decode_raw(self, value: Any, root: Path) -> str:
+        return value if isinstance(value, str) else str(value)
+
+    def features(self, raw: str) -> Arrays:
         if self.tokenizer is None:
             raise RuntimeError("TextProcessor.read before fit")
-        if not isinstance(value, str):
-            value = str(value)
-        ids = self.tokenizer.encode(value).ids[: self.spec.max_length]
+        ids = self.tokenizer.encode(raw).ids[: self.spec.max_length]
         if not ids:
-            raise RecordError(f"text {value[:40]!r} has no tokens")
+            raise RecordError(f"text {raw[:40]!r} has no tokens")
         return {"ids": np.asarray(ids, dtype=np.int64)}
 
     def blank(self) -> Arrays:
