@@ -145,6 +145,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from polymodal.evaluation.report import write_report
+
+    path = write_report(args.run_dir, robustness=args.robustness)
+    print(f"written: {path} and {path.with_suffix('.md')}")
+    return 0
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from polymodal.evaluation.report import write_report
+    from polymodal.evaluation.robustness import run_robustness
+
+    _, summary = run_robustness(args.run_dir, data=args.data, baseline=args.baseline)
+    print(summary.round(4).to_string(index=False))
+    write_report(args.run_dir)
+    print(f"written: {Path(args.run_dir) / 'robustness.csv'}, robustness_summary.csv, robustness_*.png; "
+          "report updated")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="polymodal", description="Multimodal learning: train, evaluate, predict.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,6 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default runs/compare_<name>)")
     p.add_argument("--no-unimodal", action="store_true", help="skip the unimodal baselines")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("robustness", help="corruption and missing-modality curves of a run; updates its report")
+    p.add_argument("run_dir")
+    p.add_argument("--data", help="labelled table (default: the run's test split)")
+    p.add_argument("--baseline", help="a run directory whose curves give the trend for effective robustness")
+    p.set_defaults(func=cmd_robustness)
+
+    p = sub.add_parser("report", help="write RUN_DIR/report.html and report.md")
+    p.add_argument("run_dir")
+    p.add_argument("--robustness", action="store_true", help="compute the robustness curves first")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("evaluate", help="metrics of a trained run on labelled data")
     p.add_argument("run_dir")

@@ -111,6 +111,13 @@ class Predictor:
             "score": scores.reshape(-1).numpy(),
         })
 
+    def explain(self, records: Records, root: str | Path | None = None) -> pd.DataFrame:
+        """Per record: the prediction and each modality's Shapley contribution to the model's confidence in it
+        (columns prediction, value_full, value_empty, shapley_<modality>; they add up to full - empty)."""
+        from polymodal.evaluation.contribution import explain_records
+
+        return explain_records(self.run, self._dataset(records, root, with_target=False))
+
     def evaluate(self, records: Records, root: str | Path | None = None) -> dict[str, float]:
         """Metrics on labelled records (for retrieval, on records with paired modalities)."""
         dataset = self._dataset(records, root, with_target=True)

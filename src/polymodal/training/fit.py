@@ -158,7 +158,7 @@ def train(config: Config, resume: bool = False) -> TrainResult:
                                    "epochs": trainer.current_epoch, "skipped": prep.skipped, **metrics})
     from polymodal.evaluation.report import write_report
 
-    write_report(run_dir, config, prep, model)
+    write_report(run_dir)
     return TrainResult(run_dir, metrics, count_parameters(model), seconds, trainer.current_epoch, prep.skipped)
 
 
