@@ -28,7 +28,8 @@ def main() -> None:
     if proc.returncode != 0:
         sys.exit(proc.stderr)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"cores: {os.cpu_count()}  wall: {wall:.1f} s (target < 180 s)  peak RSS: {peak_mb:.0f} MB (target < 2048 MB)")
+    print(f"cores: {os.cpu_count()}  wall: {wall:.1f} s (target < 180 s)  "
+          f"peak RSS: {peak_mb:.0f} MB (target < 2048 MB)")
 
 
 if __name__ == "__main__":

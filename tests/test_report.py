@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
 from conftest import make_config
+
 from polymodal.cli import main
 from polymodal.config import parse_config
 from polymodal.evaluation.report import bootstrap_ci, markdown_table
