@@ -17,9 +17,12 @@ processors (reading files and decoding are not included), on the device the mode
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +99,23 @@ def peak_memory_bytes(model: MultimodalModel, batch: Batch) -> int:
         model(batch)
         _sync(device)
         return int(torch.cuda.max_memory_allocated(device) - before)
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         model(batch)
     return replay_peak((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events())
+
+
+@contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """The profiler's C++ side prints start/stop lines on file descriptor 2; keep them out of the user's output."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def replay_peak(events: Iterable[tuple[float, int]]) -> int:
