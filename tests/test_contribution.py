@@ -26,9 +26,8 @@ from polymodal.evaluation.contribution import (
     shapley_interactions,
     shapley_sampled,
     split_dataset,
-    task_metrics,
 )
-from polymodal.evaluation.inference import predict_outputs
+from polymodal.evaluation.inference import output_metrics, predict_outputs
 from polymodal.fusion.concat import ConcatFusion
 from polymodal.predictor import Predictor
 from polymodal.run import Run, load_run
@@ -174,7 +173,7 @@ def test_dataset_shapley_adds_up_to_full_minus_empty(run_dir: Path, test_set: Mu
     assert set(phi) == {"emb", "specs"}
     assert sum(phi.values()) == pytest.approx(game.value(["emb", "specs"]) - game.value([]), abs=1e-9)
     out, target = predict_outputs(run.model, run.processors, test_set, drop=frozenset({"specs"}))
-    assert game.metrics(["emb"]) == task_metrics(run.task, out, target)  # v(S) really drops what is not in S
+    assert game.metrics(["emb"]) == output_metrics(run.task, out, target)  # v(S) really drops what is not in S
 
 
 def test_a_modality_the_model_cannot_read_gets_zero(run_dir: Path, test_set: MultimodalDataset) -> None:
@@ -214,7 +213,7 @@ def test_ablation_table(run_dir: Path, test_set: MultimodalDataset) -> None:
     assert table.loc["without emb", "accuracy"] == table.loc["only specs", "accuracy"]
     np.testing.assert_allclose(table["change"], table["accuracy"] - table.loc["all", "accuracy"])
     out, target = predict_outputs(run.model, run.processors, test_set)
-    assert table.loc["all", "accuracy"] == pytest.approx(task_metrics(run.task, out, target)["accuracy"])
+    assert table.loc["all", "accuracy"] == pytest.approx(output_metrics(run.task, out, target)["accuracy"])
 
 
 def test_contribution_summary_is_consistent(run_dir: Path, test_set: MultimodalDataset) -> None:
@@ -269,18 +268,3 @@ def test_exact_and_sampled_agree_on_a_trained_run(run_dir: Path, test_set: Multi
     assert all(abs(sampled[p] - exact[p]) <= 0.1 * pair + 1e-12 for p in exact)
 
 
-def test_task_calls_adapt_to_either_signature() -> None:
-    from polymodal.evaluation.contribution import call_with_output
-    from polymodal.model import Output
-
-    class OutputTask:
-        def metrics(self, output: Output, target: torch.Tensor) -> dict[str, float]:
-            return {"n": float(output.logits.shape[0] + target.shape[0])}
-
-        def predict(self, output: Output) -> list[int]:
-            return output.logits.argmax(1).tolist()
-
-    out = Output(logits=torch.eye(3), fused=torch.zeros(3, 1), features={})
-    assert task_metrics(OutputTask(), out, torch.zeros(3)) == {"n": 6.0}  # type: ignore[arg-type]
-    assert call_with_output(OutputTask().predict, out) == [0, 1, 2]
-    assert call_with_output(lambda logits: logits.shape, out) == (3, 3)

@@ -28,7 +28,6 @@ from polymodal.evaluation.robustness import (
     relative_robustness,
     run_robustness,
     summarize,
-    task_metrics,
 )
 from polymodal.run import Run, load_run
 from polymodal.training.fit import train
@@ -123,22 +122,6 @@ def test_summary_trend_is_the_own_average_curve_or_a_baseline_run() -> None:
     assert with_base.loc[("corruption", "a"), "effective_robustness"] == pytest.approx(0.8 - (0.8 - 0.5))
     assert with_base.loc[("corruption", "b"), "effective_robustness"] == pytest.approx(0.6 - 1.0)  # flat trend
     assert (with_base["baseline"] == "baseline run").all()
-
-
-def test_task_metrics_accepts_either_metrics_signature() -> None:
-    from polymodal.model import Output
-
-    class ByOutput:
-        def metrics(self, output: Output, target: torch.Tensor) -> dict[str, float]:
-            return {"n": float(output.logits.shape[0])}
-
-    class ByLogits:
-        def metrics(self, logits: torch.Tensor, target: torch.Tensor, embeddings: Any = None) -> dict[str, float]:
-            return {"n": float(logits.shape[0]), "emb": float(embeddings is not None)}
-
-    out = Output(torch.zeros(3, 2), torch.zeros(3, 4), {}, embeddings={"a": torch.zeros(3, 2)})
-    assert task_metrics(ByOutput(), out, None) == {"n": 3.0}  # type: ignore[arg-type]
-    assert task_metrics(ByLogits(), out, None) == {"n": 3.0, "emb": 1.0}  # type: ignore[arg-type]
 
 
 # ---- datasets ------------------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ permutations above; either way they add up to v(all) - v(empty) (efficiency).
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,11 +26,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from torch import Tensor
 
 from polymodal.data.dataset import MultimodalDataset, decode, raise_on_fatal
 from polymodal.data.sources import load_splits
-from polymodal.evaluation.inference import predict_outputs
+from polymodal.evaluation.inference import output_metrics, predict_outputs
 from polymodal.model import Output
 from polymodal.run import Run
 from polymodal.tasks import Multilabel, Task
@@ -129,23 +127,9 @@ def interaction_summary(values: Mapping[Coalition, float], players: Sequence[str
 # --------------------------------------------------------------------------------------- the game of one run
 
 
-def call_with_output(method: Callable[..., Any], out: Output, *args: Any) -> Any:
-    """Call a Task method that takes either the logits or the whole `Output` first, whichever it declares."""
-    first = next(iter(inspect.signature(method).parameters))
-    return method(out.logits if first == "logits" else out, *args)
-
-
-def task_metrics(task: Task, out: Output, target: Tensor) -> dict[str, float]:
-    """`task.metrics` on model outputs, for either of its signatures (logits + embeddings, or Output)."""
-    first = next(iter(inspect.signature(task.metrics).parameters))
-    if first == "logits":
-        return task.metrics(out.logits, target, out.embeddings)
-    return task.metrics(out, target)  # type: ignore[arg-type]
-
-
 def _probabilities(task: Task, out: Output) -> np.ndarray | None:
     """(N, K) class probabilities in `task.classes` order, or None for a task without classes (regression)."""
-    proba = call_with_output(task.proba, out)
+    proba = task.proba(out.logits)
     return np.stack([np.asarray(p, dtype=np.float64) for p in proba.values()], axis=1) if proba else None
 
 
@@ -154,7 +138,7 @@ def _record_values(task: Task, out: Output, reference: np.ndarray | None) -> np.
     probabilities."""
     p = _probabilities(task, out)
     if p is None or reference is None:
-        pred = np.asarray(call_with_output(task.predict, out), dtype=np.float64)
+        pred = np.asarray(task.predict(out.logits), dtype=np.float64)
         return pred.reshape(len(pred), -1)[:, 0]
     if isinstance(task, Multilabel):
         on = reference > 0.5  # (N, K)
@@ -215,8 +199,8 @@ class CoalitionGame:
                                           drop=self.full - coalition)
             if coalition == self.full:
                 self._reference = _probabilities(self.task, out)
-                self._predictions = list(call_with_output(self.task.predict, out))
-            metrics = {} if target is None else task_metrics(self.task, out, target)
+                self._predictions = list(self.task.predict(out.logits))
+            metrics = {} if target is None else output_metrics(self.task, out, target)
             self._cache[coalition] = _Scored(metrics, _record_values(self.task, out, self._reference))
         return self._cache[coalition]
 

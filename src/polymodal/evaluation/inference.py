@@ -10,6 +10,7 @@ from torch import Tensor
 from polymodal.data.dataset import MultimodalDataset, make_loader, to_model_inputs
 from polymodal.model import MultimodalModel, Output
 from polymodal.processors import Processor
+from polymodal.tasks import Task
 
 
 @torch.no_grad()
@@ -61,3 +62,8 @@ def concat_outputs(outs: list[Output]) -> Output:
         embeddings=None if emb is None else {m: torch.cat([o.embeddings[m] for o in outs])  # type: ignore[index]
                                              for m in emb},
     )
+
+
+def output_metrics(task: Task, out: Output, target: Tensor) -> dict[str, float]:
+    """The task's metrics on model outputs (logits, and contrastive embeddings where the task uses them)."""
+    return task.metrics(out.logits, target, out.embeddings)

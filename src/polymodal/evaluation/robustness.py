@@ -22,7 +22,6 @@ All numbers come from the run and the data given, nothing from stored tables.
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from itertools import combinations
@@ -31,14 +30,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from torch import Tensor
 
 from polymodal.data.dataset import Decoded, MultimodalDataset, decode, raise_on_fatal
 from polymodal.data.sources import Table, read_table, table_root
 from polymodal.errors import RecordError
 from polymodal.evaluation.corruptions import CORRUPTIONS, corrupt, record_rng
-from polymodal.evaluation.inference import predict_outputs
-from polymodal.model import Output
+from polymodal.evaluation.inference import output_metrics, predict_outputs
 from polymodal.processors import Processor
 from polymodal.run import Run, load_run
 from polymodal.tasks import Task
@@ -127,19 +124,11 @@ def missing_patterns(modalities: Sequence[str], limit: int = MAX_EXHAUSTIVE, sam
 
 # ---- evaluation ----------------------------------------------------------------------------------------------
 
-def task_metrics(task: Task, output: Output, target: Tensor | None) -> dict[str, float]:
-    """`task.metrics` whether it takes the logits (and embeddings) or the whole Output."""
-    params = list(inspect.signature(task.metrics).parameters)
-    if params and params[0] == "logits":
-        extra = {"embeddings": output.embeddings} if "embeddings" in params else {}
-        return task.metrics(output.logits, target, **extra)  # type: ignore[arg-type]
-    return task.metrics(output, target)  # type: ignore[arg-type]
-
-
 def evaluate_dataset(run: Run, dataset: MultimodalDataset, drop: frozenset[str] = frozenset(),
                      batch_size: int = 256) -> dict[str, float]:
     output, target = predict_outputs(run.model, run.processors, dataset, batch_size, drop)
-    return task_metrics(run.task, output, target)
+    assert target is not None
+    return output_metrics(run.task, output, target)
 
 
 def evaluate_robustness(run: Run, table: Table, severities: Iterable[int] = range(6),
