@@ -56,15 +56,32 @@ def parse_list(text: str) -> Any:
             raise RecordError(f"cannot parse {text[:40]!r} as a list of numbers ({err})") from None
 
 
-class VectorProcessor(Processor):
-    kind = "vector"
-    spec: VectorSpec
+class _FeatureArrays(Processor):
+    """Shared by `vector` and `sequence`: a feature width fixed by the training data, standardized per feature."""
 
-    def __init__(self, spec: VectorSpec, field: str) -> None:
+    def __init__(self, spec: VectorSpec | SequenceSpec, field: str) -> None:
         super().__init__(spec, field)
         self.dim: int | None = None
         self.mean: list[float] = []
         self.std: list[float] = []
+
+    def features(self, raw: np.ndarray) -> Arrays:
+        return {"values": np.asarray(raw, dtype=np.float32)}
+
+    def encoder_inputs(self) -> dict[str, Any]:
+        return {"in_dim": self.dim}
+
+    def state(self) -> dict[str, Any]:
+        return {"dim": self.dim, "mean": self.mean, "std": self.std}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.dim, self.mean, self.std = state["dim"], state["mean"], state["std"]
+
+
+class VectorProcessor(_FeatureArrays):
+    kind = "vector"
+    spec: VectorSpec
+
 
     def decode_raw(self, value: Any, root: Path) -> np.ndarray:
         """(F,) float32."""
@@ -72,9 +89,6 @@ class VectorProcessor(Processor):
         if array.ndim != 1:
             raise RecordError(f"expected a flat list of numbers, got an array of shape {tuple(array.shape)}")
         return array
-
-    def features(self, raw: np.ndarray) -> Arrays:
-        return {"values": np.asarray(raw, dtype=np.float32)}
 
     def check(self, item: Arrays) -> None:
         if item["values"].shape[0] != self.dim:
@@ -88,30 +102,16 @@ class VectorProcessor(Processor):
     def blank(self) -> Arrays:
         return {"values": np.zeros(self.dim or 1, dtype=np.float32)}
 
-    def encoder_inputs(self) -> dict[str, Any]:
-        return {"in_dim": self.dim}
-
     def to_model(self, inputs: dict[str, Tensor], train: bool) -> dict[str, Tensor]:
         x = inputs["values"]
         return {"values": (x - stats_tensor(self.mean, x)) / stats_tensor(self.std, x)}
 
-    def state(self) -> dict[str, Any]:
-        return {"dim": self.dim, "mean": self.mean, "std": self.std}
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.dim, self.mean, self.std = state["dim"], state["mean"], state["std"]
-
-
-class SequenceProcessor(Processor):
+class SequenceProcessor(_FeatureArrays):
     kind = "sequence"
     ragged = True
     spec: SequenceSpec
 
-    def __init__(self, spec: SequenceSpec, field: str) -> None:
-        super().__init__(spec, field)
-        self.dim: int | None = None
-        self.mean: list[float] = []
-        self.std: list[float] = []
 
     def decode_raw(self, value: Any, root: Path) -> np.ndarray:
         """(T, F) float32, cut to `max_length` steps."""
@@ -120,9 +120,6 @@ class SequenceProcessor(Processor):
         if array.ndim != 2 or array.shape[0] == 0:
             raise RecordError(f"expected a (time, features) array, got shape {tuple(array.shape)}")
         return array[: self.spec.max_length]
-
-    def features(self, raw: np.ndarray) -> Arrays:
-        return {"values": np.asarray(raw, dtype=np.float32)}
 
     def check(self, item: Arrays) -> None:
         if item["values"].shape[1] != self.dim:
@@ -137,16 +134,7 @@ class SequenceProcessor(Processor):
     def blank(self) -> Arrays:
         return {"values": np.zeros((1, self.dim or 1), dtype=np.float32)}
 
-    def encoder_inputs(self) -> dict[str, Any]:
-        return {"in_dim": self.dim}
-
     def to_model(self, inputs: dict[str, Tensor], train: bool) -> dict[str, Tensor]:
         x = inputs["values"]  # (B, T, F)
         z = (x - stats_tensor(self.mean, x)) / stats_tensor(self.std, x)
         return {"values": z * inputs["mask"][..., None], "mask": inputs["mask"]}
-
-    def state(self) -> dict[str, Any]:
-        return {"dim": self.dim, "mean": self.mean, "std": self.std}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.dim, self.mean, self.std = state["dim"], state["mean"], state["std"]
