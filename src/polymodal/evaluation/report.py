@@ -117,16 +117,17 @@ def plot_bars(values: dict[str, float], title: str, out: Path) -> None:
     plt.close(fig)
 
 
-def bootstrap_ci(task: Task, logits: torch.Tensor, target: torch.Tensor, embeddings: dict | None = None,
+def bootstrap_ci(task: Task, logits: torch.Tensor, target: torch.Tensor | None, embeddings: dict | None = None,
                  n: int = 200, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
     """Each metric with a percentile bootstrap interval over records (resampled with replacement)."""
     point = task.metrics(logits, target, embeddings)
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {k: [] for k in point}
+    size = len(logits)
     for _ in range(n):
-        idx = torch.from_numpy(rng.integers(0, len(target), len(target)))
+        idx = torch.from_numpy(rng.integers(0, size, size))
         sub = None if embeddings is None else {m: e[idx] for m, e in embeddings.items()}
-        for k, v in task.metrics(logits[idx], target[idx], sub).items():
+        for k, v in task.metrics(logits[idx], None if target is None else target[idx], sub).items():
             draws[k].append(v)
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
     return pd.DataFrame([{"metric": k, "value": v, "ci_low": np.nanpercentile(draws[k], lo),
@@ -134,8 +135,7 @@ def bootstrap_ci(task: Task, logits: torch.Tensor, target: torch.Tensor, embeddi
 
 
 def metric_section(run: Run, dataset: MultimodalDataset, split: str) -> Section:
-    out, target = predict_outputs(run.model, run.processors, dataset)
-    assert target is not None
+    out, target = predict_outputs(run.model, run.processors, dataset)  # target is None for retrieval
     table = bootstrap_ci(run.task, out.logits, target, out.embeddings)
     metrics = json.loads((run.path / "metrics.json").read_text()) if (run.path / "metrics.json").is_file() else {}
     blocks: list[Block] = [f"{split} split, {len(dataset)} records; 95% intervals from 200 bootstrap resamples "
