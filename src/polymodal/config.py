@@ -98,8 +98,8 @@ class SplitConfig(Strict):
 
 
 class DataConfig(Strict):
-    builtin: Literal["av_digits", "av_digits_fashion", "interactions_redundancy", "interactions_uniqueness",
-                     "interactions_synergy"] | None = Field(
+    builtin: Literal["av_digits", "av_digits_fashion", "av_digits_imbalanced", "interactions_redundancy",
+                     "interactions_uniqueness", "interactions_synergy"] | None = Field(
         None, description="a built-in dataset (see `polymodal datasets list`)")
     source: str | None = Field(None, description="one table (csv/parquet/jsonl) or a folder of files by class")
     train: str | None = None
@@ -132,6 +132,29 @@ class TargetConfig(Strict):
         return self
 
 
+class ImbalanceConfig(Strict):
+    """Modality-imbalance diagnostics and one remedy (details in `polymodal.training.imbalance`)."""
+
+    method: Literal["none", "ogm_ge", "grad_blend", "aux_losses", "mmpareto"] = Field(
+        "none", description="remedy: none | ogm_ge (on-the-fly gradient modulation + generalisation enhancement) | "
+                            "grad_blend (gradient blending) | aux_losses (unimodal losses added) | mmpareto "
+                            "(Pareto combination of multimodal and unimodal gradients per encoder)")
+    diagnostics: bool = Field(True, description="log per epoch: probe_acc_<m> (validation accuracy of a linear "
+                                                "probe on each encoder's features), grad_norm_<m>, confidence_<m> "
+                                                "and confidence_ratio (probes and confidences: binary/multiclass)")
+    probe_lr: float = Field(1e-2, gt=0, description="learning rate of the diagnostic probes (own Adam, constant)")
+    alpha: float = Field(0.5, ge=0, description="ogm_ge: modulation strength; the dominant modality's gradient is "
+                                                "scaled by 1 - tanh(alpha * (confidence ratio - 1))")
+    ge_noise: bool = Field(True, description="ogm_ge: add Gaussian noise with the gradient's std (generalisation "
+                                             "enhancement)")
+    ogm_scale: Literal["gradient", "step"] = Field(
+        "gradient", description="ogm_ge: scale the encoder's gradient (as the paper, with SGD) or its parameter "
+                                "change after the optimizer step (what the modulation means under Adam)")
+    aux_weight: float = Field(1.0, ge=0, description="aux_losses: factor of the sum of the unimodal losses")
+    blend_window: int = Field(3, ge=1, description="grad_blend: epochs between two estimates of the blending "
+                                                   "weights (the paper's super-epoch)")
+
+
 class TrainingConfig(Strict):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -157,6 +180,8 @@ class TrainingConfig(Strict):
     init_from: str | None = Field(
         None, description="a run directory (e.g. a self-supervised pretraining run) whose fitted processor state "
                           "and matching encoder, fusion and objective weights this run starts from")
+    imbalance: ImbalanceConfig = Field(
+        default_factory=ImbalanceConfig, description="modality-imbalance diagnostics and remedy")
 
 
 class Config(Strict):

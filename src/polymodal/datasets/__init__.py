@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from polymodal.datasets.av_digits import materialize_av_digits
+from polymodal.datasets.av_digits import IMBALANCED, materialize_av_digits
 from polymodal.datasets.synthetic import materialize_interactions
 
 
@@ -25,6 +25,10 @@ DATASETS: dict[str, DatasetEntry] = {
     "av_digits_fashion": DatasetEntry(
         "the same with Fashion-MNIST images (class k paired with the spoken digit k): harder",
         partial(materialize_av_digits, variant="fashion")),
+    "av_digits_imbalanced": DatasetEntry(
+        "the same digits, imbalanced: clean-ish speech (15..25 dB SNR) with more heavily degraded images, so that "
+        "audio dominates joint training (a test bed for imbalance remedies)",
+        partial(materialize_av_digits, degradation=IMBALANCED)),
     "interactions_redundancy": DatasetEntry(
         "synthetic vectors m0, m1: every modality carries the binary label (each alone predicts it)",
         partial(materialize_interactions, regime="redundancy"), table="records.parquet"),

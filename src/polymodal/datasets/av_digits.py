@@ -8,6 +8,10 @@ same digit; both are degraded (image: pixel noise and an occluding patch; audio:
 so that neither modality alone is enough. Voices are disjoint across train/val/test, and the real human
 speakers never appear in any of them: `human.csv` pairs test images with human speech for a transfer test.
 Everything is seeded: the same seed gives the same files.
+
+The imbalanced variant (`av_digits_imbalanced`, degradation `IMBALANCED`) pairs the same digits with clean-ish
+speech and more degraded images: with small CNNs, audio alone reaches about 0.80 test accuracy and images
+alone about 0.61, and joint training under-trains the image encoder (benchmarks/imbalance.py).
 """
 
 from __future__ import annotations
@@ -37,6 +41,17 @@ class Degradation:
     occlusion: tuple[int, int] = (8, 14)
     snr_db: tuple[float, float] = (-3.0, 5.0)
 
+    def tag(self) -> str:
+        """Empty for the default degradation, else a short stable suffix that keeps cached copies apart."""
+        if self == Degradation():
+            return ""
+        return "_d" + hashlib.sha256(repr(self).encode()).hexdigest()[:8]
+
+
+# `av_digits_imbalanced`: clean-ish speech (high SNR) with more degraded images, so that audio dominates
+# joint training while the images still carry learnable, complementary information.
+IMBALANCED = Degradation(image_noise=0.45, occlusion=(10, 14), snr_db=(15.0, 25.0))
+
 
 def cache_dir() -> Path:
     return Path(os.environ.get("POLYMODAL_DATA", Path.home() / ".cache" / "polymodal"))
@@ -61,7 +76,8 @@ def materialize_av_digits(root: Path | None = None, variant: str = "mnist", seed
     Reuses an existing complete copy. `variant` is "mnist" or "fashion" (Fashion-MNIST images, harder).
     """
     src = load_source()
-    root = root or cache_dir() / f"av_digits_v{VERSION}_{str(src['checksum'])[:8]}_{variant}_s{seed}"
+    root = root or cache_dir() / (f"av_digits_v{VERSION}_{str(src['checksum'])[:8]}_{variant}_s{seed}"
+                                  f"{degradation.tag()}")
     if (root / "records.csv").is_file():
         return root
     prefix = {"mnist": "", "fashion": "fashion_"}.get(variant)

@@ -1,4 +1,5 @@
-"""The LightningModule: task loss + weighted objectives, AdamW with warmup + cosine, metrics over whole epochs."""
+"""The LightningModule: task loss + weighted objectives (+ an imbalance remedy), AdamW with warmup + cosine,
+metrics and imbalance diagnostics over whole epochs."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from polymodal.data.dataset import to_model_inputs
 from polymodal.model import MultimodalModel, Output
 from polymodal.processors import Processor
 from polymodal.tasks import Task
+from polymodal.training.imbalance import Imbalance
 
 
 class PolymodalModule(pl.LightningModule):
@@ -26,6 +28,9 @@ class PolymodalModule(pl.LightningModule):
         processors: batch-level normalization and augmentation per modality.
         training: optimizer and schedule settings.
         objective_weights: factor of each of `model.objectives` in the loss (default 1).
+
+    Imbalance probes and the remedies' unimodal heads live in `self.imbalance`, not in the model: they are in
+    training checkpoints but not in the saved weights, so predictions never depend on them.
     """
 
     def __init__(self, model: MultimodalModel, task: Task, processors: Mapping[str, Processor],
@@ -39,6 +44,7 @@ class PolymodalModule(pl.LightningModule):
         self._val_logits: list[Tensor] = []
         self._val_targets: list[Tensor] = []
         self._val_embeddings: list[dict[str, Tensor]] = []
+        self.imbalance = Imbalance(model, task, training.imbalance, training.seed)
 
     def forward(self, batch: Batch) -> Output:
         return self.model(batch)
@@ -56,11 +62,15 @@ class PolymodalModule(pl.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         batch = modality_dropout(batch, self.training_config.modality_dropout)
         out = self.model(batch)
-        losses = {"loss": self.task.loss(out.logits, batch.target), **out.aux_losses}
+        task_loss = self.task.loss(out.logits, batch.target)
+        losses = {"loss": task_loss, **out.aux_losses}
         objectives = self.objective_losses(batch, out)
         weighted = [self.objective_weights.get(name, 1.0) * value for name, value in objectives.items()]
-        loss = torch.stack([*losses.values(), *weighted]).sum()
+        unimodal = self.imbalance.unimodal_losses(batch, out)
+        loss = self.imbalance.loss(self.model, task_loss, [*out.aux_losses.values(), *weighted], unimodal)
+        self.imbalance.observe_train(batch, out, task_loss, unimodal)
         losses.update(objectives)  # logged unweighted
+        losses.update({f"unimodal_{m}": value for m, value in unimodal.items()})
         for name, value in losses.items():  # summed here, logged once per epoch (cheaper than self.log per step)
             self._train_sums[name] = self._train_sums.get(name, 0.0) + value.detach() * batch.size
         self._train_count += batch.size
@@ -69,11 +79,24 @@ class PolymodalModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._train_sums: dict[str, Tensor] = {}
         self._train_count = 0
+        self.imbalance.reset_train()
 
     def on_train_epoch_end(self) -> None:
         for name, total in self._train_sums.items():
             mean = self.trainer.strategy.reduce(total / max(1, self._train_count), reduce_op="mean")
             self.log("train_loss" if name == "loss" else f"train_{name}", mean)
+        for name, value in self.imbalance.train_epoch_end(self._reduce).items():
+            self.log(name, value)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.imbalance.before_optimizer_step(self.model, self._reduce)  # OGM-GE, gradient norms (before clipping)
+
+    def optimizer_step(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().optimizer_step(*args, **kwargs)
+        self.imbalance.after_optimizer_step(self.model)  # OGM-GE on the parameter change (ogm_scale: step)
+
+    def _reduce(self, x: Tensor, op: str) -> Tensor:
+        return self.trainer.strategy.reduce(x, reduce_op=op)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         out = self.model(batch)
@@ -85,8 +108,11 @@ class PolymodalModule(pl.LightningModule):
             self._val_targets.append(batch.target)
         if out.embeddings is not None:
             self._val_embeddings.append(out.embeddings)
+        self.imbalance.observe_val(batch, out)
 
     def on_validation_epoch_end(self) -> None:
+        for name, value in self.imbalance.val_epoch_end(self._reduce).items():
+            self.log(name, value)
         if not self._val_logits:
             return
         logits = self._gather(torch.cat(self._val_logits))
@@ -106,14 +132,24 @@ class PolymodalModule(pl.LightningModule):
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         cfg = self.training_config
-        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
-        no_decay = [p for n, p in self.model.named_parameters() if p.ndim < 2]
+        params = [*self.model.parameters(), *self.imbalance.heads.parameters()]  # not the probes: own optimizer
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(total - 1, int(cfg.warmup_epochs * total / cfg.epochs))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, warmup, total, cfg.scheduler))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:  # type: ignore[type-arg]
+        """Checkpoints from runs with other imbalance settings (or none): keep this run's probes and heads."""
+        state = checkpoint["state_dict"]
+        own = self.imbalance.state_dict(prefix="imbalance.")
+        for key in [k for k in state if k.startswith("imbalance.") and k not in own]:
+            del state[key]
+        for key, value in own.items():
+            state.setdefault(key, value)
 
 
 def modality_dropout(batch: Batch, rates: float | Mapping[str, float]) -> Batch:
