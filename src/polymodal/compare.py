@@ -15,11 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from polymodal.config import Component, Config
-from polymodal.data.dataset import MultimodalDataset, decode, raise_on_fatal
-from polymodal.data.sources import load_splits
+from polymodal.evaluation.contribution import held_out_dataset
 from polymodal.evaluation.inference import predict_outputs
 from polymodal.run import load_run
-from polymodal.training.fit import _label_field, train
+from polymodal.training.fit import train
 
 
 @dataclass(frozen=True)
@@ -50,14 +49,10 @@ def variant_config(config: Config, variant: Variant, seed: int, out: Path) -> Co
     })
 
 
-def latency_ms(run_dir: Path, config: Config, repeats: int = 3) -> float:
+def latency_ms(run_dir: Path, repeats: int = 3) -> float:
     """Milliseconds per record of the model's forward pass on the test split (batch 256, decoding excluded)."""
     run = load_run(run_dir)
-    tables = load_splits(config.data, _label_field(config))
-    table = tables.get("test") or tables["val"]
-    decoded = decode(table, run.processors, run.task)
-    raise_on_fatal(decoded)
-    dataset = MultimodalDataset(decoded, {m: p.ragged for m, p in run.processors.items()})
+    _, dataset = held_out_dataset(run)
     predict_outputs(run.model, run.processors, dataset)  # warm-up
     start = time.perf_counter()
     for _ in range(repeats):
@@ -77,7 +72,7 @@ def compare(config: Config, fusions: list[str], seeds: int, out: Path, unimodal:
             result = train(cfg)
             rows.append({"model": variant.name, "seed": seed, metric: result.metrics["test"][metric],
                          "params": result.params, "train_seconds": result.train_seconds,
-                         "latency_ms": latency_ms(result.run_dir, cfg)})
+                         "latency_ms": latency_ms(result.run_dir)})
             print(f"  {variant.name:<16} seed {seed}: {metric} {rows[-1][metric]:.4f}", flush=True)
     runs = pd.DataFrame(rows)
     out.mkdir(parents=True, exist_ok=True)

@@ -258,6 +258,14 @@ def split_dataset(run: Run, split: str = "test") -> MultimodalDataset:
     return MultimodalDataset(decoded, {m: p.ragged for m, p in run.processors.items()})
 
 
+def held_out_dataset(run: Run) -> tuple[str, MultimodalDataset]:
+    """The run's test split, or its validation split where the data has no test split."""
+    try:
+        return "test", split_dataset(run, "test")
+    except KeyError:
+        return "val", split_dataset(run, "val")
+
+
 def ablation(run: Run, dataset: MultimodalDataset, batch_size: int = 256,
              game: CoalitionGame | None = None) -> pd.DataFrame:
     """The task's metrics with all modalities, each one removed, each one alone, and none.

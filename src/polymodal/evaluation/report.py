@@ -43,7 +43,7 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
-def plot_curves(log_csv: Path, out: Path, prefixes: Sequence[str] = ("train_loss", "val_")) -> bool:
+def plot_curves(log_csv: Path, out: Path) -> bool:
     """Loss (left) and validation metrics (right) per epoch from Lightning's CSV log."""
     if not log_csv.is_file():
         return False
@@ -205,23 +205,19 @@ def cost_section(run: Run, dataset: MultimodalDataset) -> Section:
     from polymodal.evaluation.cost import measure_cost
 
     cost = measure_cost(run, dataset)
-    return Section("Cost", [pd.DataFrame([{k: v for k, v in cost.items()}]).T.rename(columns={0: "value"})])
+    return Section("Cost", [pd.DataFrame([cost]).T.rename(columns={0: "value"})])
 
 
-def write_report(run_dir: str | Path, split: str = "test", robustness: bool = False) -> Path:
+def write_report(run_dir: str | Path, robustness: bool = False) -> Path:
     """Write report.html (self-contained) and report.md for a run; returns the HTML path."""
-    from polymodal.evaluation.contribution import split_dataset
+    from polymodal.evaluation.contribution import held_out_dataset
 
     run = load_run(run_dir)
     if robustness:
         from polymodal.evaluation.robustness import run_robustness
 
         run_robustness(run.path)
-    try:
-        dataset = split_dataset(run, split)
-    except KeyError:
-        split = "val"
-        dataset = split_dataset(run, split)
+    split, dataset = held_out_dataset(run)
     sections = [metric_section(run, dataset, split), training_section(run.path), confusion_section(run, dataset),
                 *(contribution_sections(run, dataset) if len(run.model.modalities) > 1 and run.task.num_outputs
                   else []),
