@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -25,7 +26,7 @@ def is_empty(value: Any) -> bool:
         return True
     if isinstance(value, str) and not value.strip():
         return True
-    if isinstance(value, (list, tuple, np.ndarray)) and len(value) == 0:
+    if isinstance(value, (list, tuple, np.ndarray, bytes, bytearray)) and len(value) == 0:
         return True
     return False
 
@@ -37,6 +38,15 @@ def resolve_file(value: Any, root: Path) -> Path:
     if not path.is_file():
         raise RecordError(f"file {str(path)!r} does not exist")
     return path
+
+
+def file_source(value: Any, root: Path) -> tuple[Path | io.BytesIO, str]:
+    """What to open for a file-valued cell (the file's bytes, or a path as in `resolve_file`) and how to name it
+    in errors. Bytes come from in-memory inputs such as an HTTP request's uploads."""
+    if isinstance(value, (bytes, bytearray)):
+        return io.BytesIO(bytes(value)), f"<{len(value)} bytes>"
+    path = resolve_file(value, root)
+    return path, repr(str(path))
 
 
 class Processor(ABC):

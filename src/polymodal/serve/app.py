@@ -1,0 +1,347 @@
+"""The HTTP app of a trained run (FastAPI): predict, embed, health, metadata, a web page and the run's report.
+
+    app = create_app("runs/av_digits_concat", ServeSettings(max_batch=32, max_wait_ms=5))
+    uvicorn.run(app, port=8000)            # or: polymodal serve runs/av_digits_concat --port 8000
+
+Records are decoded by the run's processors in the request's own thread; the model then runs on micro-batches
+gathered from concurrent requests (`polymodal.serve.batching`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from polymodal.data.dataset import Decoded, MultimodalDataset, to_model_inputs
+from polymodal.model import Output
+from polymodal.run import Run, load_run
+from polymodal.serve.batching import MicroBatcher, QueueFull
+from polymodal.serve.inputs import FILE_KINDS, InputField, Problem, RequestError, decode_records, input_fields, merge
+
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and batching of the server (the `polymodal serve` options)."""
+
+    max_batch: int = 32  # records per forward pass
+    max_wait_ms: float = 5.0  # how long a batch waits for more requests
+    queue_size: int = 256  # requests waiting; more get 503
+    max_records: int = 256  # records per request
+    max_body_mb: float = 20.0  # request body size
+    timeout_s: float = 30.0  # per request, queue wait + inference; then 504
+    device: str = "cpu"  # where the model runs (cpu, cuda, cuda:1, mps)
+
+
+@dataclass
+class Work:
+    """One request's decoded records and what it asks for."""
+
+    decoded: Decoded
+    explain: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.decoded.rows)
+
+
+class Service:
+    """The loaded run and its forward pass over batches of requests (called from the batching worker)."""
+
+    def __init__(self, run: Run, device: str = "cpu") -> None:
+        self.run = run
+        self.device = torch.device(device)
+        run.model.to(self.device).eval()
+        self.fields = input_fields(run.config, run.processors)
+        self.ragged = {m: p.ragged for m, p in run.processors.items()}
+        self.classes: list[str] = list(getattr(run.task, "classes", []))
+
+    @property
+    def predicts(self) -> bool:
+        return self.run.config.target.task != "retrieval"
+
+    @property
+    def explains(self) -> bool:
+        return self.run.task.num_outputs > 0  # Shapley contributions need a task head
+
+    def infer(self, works: Sequence[Work]) -> list[list[dict[str, Any]]]:
+        """Per request, per record: prediction, probabilities, fused embedding (and contributions if asked)."""
+        out = self.forward(MultimodalDataset(merge([w.decoded for w in works]), self.ragged))
+        records: list[dict[str, Any]] = [{"embedding": row} for row in out.fused.cpu().numpy().tolist()]
+        if self.predicts:
+            proba = {c: np.asarray(p, dtype=np.float64) for c, p in self.run.task.proba(out.logits).items()}
+            for i, pred in enumerate(self.run.task.predict(self.run.task.scores(out))):
+                records[i]["prediction"] = pred
+                if proba:
+                    records[i]["probabilities"] = {c: float(p[i]) for c, p in proba.items()}
+        self._explain(works, records)
+        return _split(records, [w.size for w in works])
+
+    @torch.inference_mode()
+    def forward(self, dataset: MultimodalDataset) -> Output:
+        """One forward pass over every record (what `predict_outputs` does per batch, without its loader)."""
+        batch = dataset.__getitems__(range(len(dataset))).to(self.device)
+        return self.run.model(to_model_inputs(batch, self.run.processors, train=False))
+
+    def _explain(self, works: Sequence[Work], records: list[dict[str, Any]]) -> None:
+        asked = [i for i, w in enumerate(works) if w.explain]
+        if not asked:
+            return
+        from polymodal.evaluation.contribution import explain_records
+
+        frame = explain_records(self.run, MultimodalDataset(merge([works[i].decoded for i in asked]), self.ragged))
+        starts = np.cumsum([0] + [w.size for w in works])
+        positions = [p for i in asked for p in range(starts[i], starts[i + 1])]
+        for row, pos in zip(frame.to_dict("records"), positions):
+            records[pos]["explanation"] = {
+                "contributions": {m: float(row[f"shapley_{m}"]) for m in self.run.model.modalities},
+                "value_full": float(row["value_full"]), "value_empty": float(row["value_empty"]),
+            }
+
+    def metadata(self, settings: ServeSettings) -> dict[str, Any]:
+        config = self.run.config
+        modalities = {m: {"type": p.kind, "fields": [f.describe() for f in self.fields.values() if f.modality == m]}
+                      for m, p in self.run.processors.items()}
+        return {
+            "name": config.name,
+            "version": _version(),
+            "task": config.target.task,
+            "target": {"field": config.target.field, "classes": self.classes},
+            "fusion": {"name": config.fusion.name, **config.fusion.options},
+            "modalities": modalities,
+            "explain": self.explains,
+            "limits": asdict(settings),
+        }
+
+
+def _split(records: list[dict[str, Any]], sizes: list[int]) -> list[list[dict[str, Any]]]:
+    starts = np.cumsum([0] + sizes)
+    return [records[starts[k]: starts[k + 1]] for k in range(len(sizes))]
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("polymodal")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# ------------------------------------------------------------------------------------------------ request bodies
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, message=f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes "
+                                        "(--max-body-mb); send fewer records per request or smaller files")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, message=f"request body exceeds the limit of {limit} bytes (--max-body-mb)")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # noqa: SLF001 - lets `request.form()` parse what was already read
+    return body
+
+
+def parse_json(body: bytes) -> tuple[list[Any], bool]:
+    """The records (and the explain flag) of a JSON body `{"records": [...], "explain": false}`."""
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RequestError(400, message=f"the body is not valid JSON ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+        raise RequestError(400, message='expected a JSON object {"records": [{field: value, ...}, ...]}')
+    unknown = [k for k in data if k not in ("records", "explain")]
+    if unknown:
+        raise RequestError(400, message=f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: records, explain")
+    explain = data.get("explain", False)
+    if not isinstance(explain, bool):
+        raise RequestError(400, message="'explain' must be true or false")
+    return data["records"], explain
+
+
+async def parse_form(request: Request, fields: dict[str, InputField], limit: int) -> list[Any]:
+    """One record from a multipart form: text fields and uploaded files, by field name."""
+    from starlette.datastructures import UploadFile
+
+    try:
+        form = await request.form(max_part_size=limit)
+    except Exception as err:  # noqa: BLE001 - a malformed multipart body is the client's error
+        raise RequestError(400, message=f"cannot parse the multipart form ({err})") from None
+    record: dict[str, Any] = {}
+    problems = []
+    for key in form:
+        values = form.getlist(key)
+        if len(values) > 1:
+            problems.append(Problem(0, key, "given more than once; one value per field"))
+        value = values[0]
+        record[key] = await value.read() if isinstance(value, UploadFile) else value
+        if isinstance(value, UploadFile) and key in fields and fields[key].kind not in FILE_KINDS:
+            record[key] = record[key].decode("utf-8", errors="replace")
+    if problems:
+        raise RequestError(400, problems)
+    return [record]
+
+
+# --------------------------------------------------------------------------------------------------- the app
+
+
+def create_app(run: str | Path | Run, settings: ServeSettings | None = None) -> FastAPI:
+    """The FastAPI app serving one run directory (or an already loaded Run)."""
+    settings = settings or ServeSettings()
+    service = Service(run if isinstance(run, Run) else load_run(run), settings.device)
+    batcher: MicroBatcher[Work, list[dict[str, Any]]] = MicroBatcher(
+        service.infer, settings.max_batch, settings.max_wait_ms, settings.queue_size)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title=f"polymodal: {service.run.config.name}", version=_version(), lifespan=lifespan,
+                  description=f"Predictions and embeddings of the run {service.run.config.name!r} "
+                              f"({service.run.config.target.task}).")
+    app.state.service, app.state.batcher, app.state.settings = service, batcher, settings
+    app.add_exception_handler(RequestError, _request_error)  # type: ignore[arg-type]
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    async def records_of(request: Request) -> tuple[list[Any], bool]:
+        limit = int(settings.max_body_mb * 1024 * 1024)
+        body = await read_body(request, limit)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "application/json":
+            records, explain = parse_json(body)
+        elif ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            records, explain = await parse_form(request, service.fields, limit), False
+        else:
+            raise RequestError(415, message=f"content type {ctype or 'none'!r} is not accepted; send "
+                                            "application/json, multipart/form-data or a url-encoded form")
+        if not records:
+            raise RequestError(400, message="the request holds no records; send at least one")
+        if len(records) > settings.max_records:
+            raise RequestError(413, message=f"{len(records)} records in one request; the limit is "
+                                            f"{settings.max_records} (--max-records)")
+        return records, explain
+
+    async def run_records(request: Request, explain: bool) -> list[dict[str, Any]]:
+        records, explain_in_body = await records_of(request)
+        decoded = await run_in_threadpool(decode_records, records, service.fields, service.run.processors)
+        work = Work(decoded, explain or explain_in_body)
+        if work.explain and not service.explains:
+            raise RequestError(400, message=f"explain needs a task head; a {service.run.config.target.task} run "
+                                            "has none")
+        try:
+            return await batcher.submit(work, work.size, settings.timeout_s)
+        except QueueFull as err:
+            raise RequestError(503, message=f"the server is busy ({err}); retry shortly") from None
+        except asyncio.TimeoutError:
+            raise RequestError(504, message=f"no result within {settings.timeout_s:g} s (--timeout-s); the server "
+                                            "is overloaded or the request too large") from None
+
+    body_doc = {"requestBody": _request_body_doc(service.fields, settings)}
+
+    @app.post("/predict", openapi_extra=body_doc, responses=_ERROR_DOCS,
+              summary="Predict: label, class probabilities and (explain=true) modality contributions per record")
+    async def predict(request: Request, explain: bool = Query(False, description="add per-modality Shapley "
+                                                              "contributions (one forward pass per coalition)")
+                      ) -> dict[str, Any]:
+        if not service.predicts:
+            raise RequestError(400, message=f"a {service.run.config.target.task} run predicts no labels; "
+                                            "use POST /embed")
+        results = await run_records(request, explain)
+        return {"predictions": [{k: v for k, v in r.items() if k != "embedding"} for r in results]}
+
+    @app.post("/embed", openapi_extra=body_doc, responses=_ERROR_DOCS,
+              summary="Embed: the fused representation of every record")
+    async def embed(request: Request) -> dict[str, Any]:
+        results = await run_records(request, explain=False)
+        embeddings = [r["embedding"] for r in results]
+        return {"embeddings": embeddings, "dim": len(embeddings[0])}
+
+    @app.get("/health", summary="Liveness and queue state")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "waiting": batcher.waiting, "batches": batcher.batches}
+
+    @app.get("/metadata", summary="Modalities with their fields and types, target, task, fusion, version")
+    async def metadata() -> dict[str, Any]:
+        return service.metadata(settings)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/report", response_class=HTMLResponse, summary="The run's report (report.html)",
+             responses={404: {"description": "the run has no report yet"}})
+    async def report() -> Response:
+        path = service.run.path / "report.html"
+        if not path.is_file():
+            return HTMLResponse(f"<p>No report in {service.run.path}: run <code>polymodal report "
+                                f"{service.run.path}</code> to write one.</p>", status_code=404)
+        return FileResponse(path, media_type="text/html")
+
+    return app
+
+
+async def _request_error(request: Request, err: RequestError) -> JSONResponse:
+    headers = {"Retry-After": "1"} if err.status == 503 else None
+    errors = [{"record": p.record, "field": p.field, "message": p.message} for p in err.problems]
+    return JSONResponse({"detail": str(err), "errors": errors}, status_code=err.status, headers=headers)
+
+
+_ERROR = {"content": {"application/json": {"schema": {"type": "object", "properties": {
+    "detail": {"type": "string"}, "errors": {"type": "array", "items": {"type": "object"}}}}}}}
+_ERROR_DOCS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "malformed records (each problem names its record index and field)", **_ERROR},
+    413: {"description": "body or number of records over the limit", **_ERROR},
+    415: {"description": "neither JSON nor multipart", **_ERROR},
+    503: {"description": "queue full: retry after the Retry-After header's seconds", **_ERROR},
+    504: {"description": "no result within the request timeout", **_ERROR},
+}
+
+
+def _field_schema(spec: InputField, multipart: bool) -> dict[str, Any]:
+    if spec.kind in FILE_KINDS:
+        return {"type": "string", "format": "binary"} if multipart else {
+            "type": ["string", "null"], "contentEncoding": "base64", "description": f"{spec.kind}: base64 or data URL"}
+    if spec.kind == "text":
+        return {"type": ["string", "null"]}
+    if spec.kind == "number":
+        return {"type": ["number", "null"]}
+    if spec.kind == "category":
+        return {"type": ["string", "null"], **({"examples": list(spec.choices[:5])} if spec.choices else {})}
+    if multipart:
+        return {"type": "string", "description": "JSON list of numbers"}
+    return {"type": ["array", "null"], "items": {"type": "number"} if spec.kind == "vector" else
+            {"type": "array", "items": {"type": "number"}}}
+
+
+def _request_body_doc(fields: dict[str, InputField], settings: ServeSettings) -> dict[str, Any]:
+    record = {"type": "object", "additionalProperties": False,
+              "properties": {n: _field_schema(f, False) for n, f in fields.items()}}
+    return {"required": True, "content": {
+        "application/json": {"schema": {
+            "type": "object", "required": ["records"], "additionalProperties": False,
+            "properties": {"records": {"type": "array", "items": record, "minItems": 1,
+                                       "maxItems": settings.max_records},
+                           "explain": {"type": "boolean"}}}},
+        "multipart/form-data": {"schema": {
+            "type": "object", "properties": {n: _field_schema(f, True) for n, f in fields.items()}}},
+    }}
