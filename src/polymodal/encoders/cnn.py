@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -11,6 +12,16 @@ from polymodal.encoders.base import ENCODERS, Encoder, EncoderOutput, masked_mea
 def conv_block(c_in: int, c_out: int, pool: tuple[int, int]) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU(),
                          nn.MaxPool2d(pool))
+
+
+def window_any(mask: Tensor, stride: int, n: int) -> Tensor:
+    """(B, n): whether each of the first n windows of `stride` steps of mask (B, T) holds a True step.
+
+    Same as a max-pool of stride `stride`, written with cumulative sums so that ONNX exporters keep T dynamic.
+    """
+    counts = F.pad(mask.long().cumsum(1), (1, 0))  # (B, T + 1) real steps before each position
+    ends = (torch.arange(n, device=mask.device) + 1) * stride  # (n,)
+    return (counts.index_select(1, ends) - counts.index_select(1, ends - stride)) > 0
 
 
 @ENCODERS.register("image_cnn")
@@ -74,5 +85,5 @@ class AudioCNN(Encoder):
             mask = F.pad(mask, (0, self.time_stride - t))
         fmap = self.convs(mel[:, None])  # (B, C, T', M')
         tokens = self.proj(fmap.transpose(1, 2).flatten(2))  # (B, T', C*M') -> (B, T', D)
-        tmask = F.max_pool1d(mask[:, None].float(), self.time_stride, self.time_stride)[:, 0, : tokens.shape[1]] > 0
+        tmask = window_any(mask, self.time_stride, tokens.shape[1])  # (B, T')
         return EncoderOutput(pooled=self.drop(masked_mean(tokens, tmask)), tokens=tokens, mask=tmask)
