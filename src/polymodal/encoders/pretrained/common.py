@@ -1,0 +1,32 @@
+"""What the pretrained image backbones share: feature map -> tokens + pooled, optional projection."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from polymodal.encoders.base import Encoder, EncoderOutput
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class FeatureMapEncoder(Encoder):
+    """Runs `self.backbone` (images -> (B, C, h, w)); tokens are the map's positions, pooled their mean.
+
+    Subclasses build `backbone` and set `width` (C) before calling `finish`.
+    """
+
+    modalities = ("image",)
+    derived = ("in_channels",)
+    backbone: nn.Module
+    width: int
+
+    def finish(self, out_dim: int | None) -> None:
+        """Optional linear projection C -> out_dim of tokens and pooled features; None keeps the native width."""
+        self.proj = nn.Identity() if out_dim is None else nn.Linear(self.width, out_dim)
+        self.out_dim = self.width if out_dim is None else out_dim
+
+    def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
+        fmap = self.backbone(inputs["pixels"])  # (B, C, h, w)
+        tokens = self.proj(fmap.flatten(2).transpose(1, 2))  # (B, h*w, D)
+        return EncoderOutput(pooled=tokens.mean(1), tokens=tokens)

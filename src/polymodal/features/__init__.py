@@ -1,0 +1,1 @@
+"""Feature cache: outputs of frozen encoders computed once, stored on disk and reused (`polymodal.features.cache`)."""

@@ -1,0 +1,126 @@
+"""Feature cache: frozen encoders' outputs stored once, reused, invalidated by any change, same training."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from polymodal.config import parse_config
+from polymodal.features.cache import FeatureCache, cached_modalities, use_feature_cache
+from polymodal.model import build_model
+from polymodal.training.fit import prepare, train
+
+
+def cache_config(data_dir: Path, out: Path, cache: bool = True, width: int = 8, size: int = 12,
+                 fusion: str = "concat") -> dict[str, Any]:
+    return {
+        "name": out.name,
+        "data": {"source": str(data_dir / "data.parquet"), "split": {"ratios": [0.6, 0.2, 0.2], "seed": 0}},
+        "modalities": {
+            "title": {"type": "text", "train": {"mode": "frozen", "cache": cache},
+                      "encoder": {"name": "text_transformer", "out_dim": 16, "layers": 1, "heads": 2}},
+            "photo": {"type": "image", "size": size, "channels": 1, "augment": False, "mean": [0.5], "std": [0.25],
+                      "train": {"mode": "frozen", "cache": cache},
+                      "encoder": {"name": "image_cnn", "width": width, "out_dim": 16, "blocks": 2}},
+            "specs": {"type": "tabular", "numeric": ["price"], "categorical": ["brand"],
+                      "encoder": {"name": "tabular_mlp", "out_dim": 16, "hidden": 16}},
+        },
+        "target": {"field": "label", "task": "multiclass"},
+        "fusion": {"name": fusion, "hidden": 16},
+        "training": {"epochs": 2, "batch_size": 16, "progress_bar": False, "lr": 3e-3, "patience": None},
+        "output_dir": str(out),
+    }
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("POLYMODAL_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def lookup(config: dict[str, Any], cache: FeatureCache) -> dict[str, Any]:
+    """Build the run's pipeline and model as `train` does and pass its datasets through the cache."""
+    import pytorch_lightning as pl
+
+    cfg = parse_config(config)
+    pl.seed_everything(cfg.training.seed, verbose=False)
+    prep = prepare(cfg)
+    model = build_model(cfg, prep.processors, prep.task.num_outputs)
+    return use_feature_cache(cfg, model.encoders, prep.processors, prep.datasets, cache)
+
+
+def entries(root: Path) -> set[str]:
+    return {p.name for p in (root / "features").iterdir() if not p.name.startswith(".")}
+
+
+def test_only_frozen_for_the_whole_run_is_cached(data_dir: Path, tmp_path: Path) -> None:
+    raw = cache_config(data_dir, tmp_path / "run")
+    assert cached_modalities(parse_config(raw)) == ["title", "photo"]
+    raw["modalities"]["photo"]["train"] = {"mode": "frozen", "unfreeze_after": 1}
+    raw["modalities"]["title"]["train"] = {"mode": "frozen", "cache": False}
+    assert cached_modalities(parse_config(raw)) == []
+
+
+def test_hit_on_second_run_and_batches_carry_features(data_dir: Path, tmp_path: Path, _cache_dir: Path) -> None:
+    raw = cache_config(data_dir, tmp_path / "run")
+    first = FeatureCache()
+    datasets = lookup(raw, first)
+    assert (first.hits, first.misses) == (0, 6)  # 2 modalities x 3 splits
+    stored = entries(_cache_dir)
+    second = FeatureCache()
+    again = lookup(raw, second)
+    assert (second.hits, second.misses) == (6, 0) and entries(_cache_dir) == stored
+    batch = again["train"].__getitems__([0, 1, 2])
+    assert set(batch.inputs["photo"]) == {"pooled", "tokens", "mask"} and batch.inputs["photo"]["pooled"].shape == (3, 16)
+    assert set(batch.inputs["title"]) == {"pooled", "tokens", "mask"} and "numeric" in batch.inputs["specs"]
+    assert torch.equal(batch.inputs["photo"]["pooled"], datasets["train"].__getitems__([0, 1, 2]).inputs["photo"]["pooled"])
+
+
+def test_invalidated_by_encoder_options_processor_config_and_data(data_dir: Path, tmp_path: Path,
+                                                                  _cache_dir: Path) -> None:
+    lookup(cache_config(data_dir, tmp_path / "run"), FeatureCache())
+    changes = {
+        "encoder option": cache_config(data_dir, tmp_path / "run", width=4),
+        "processor config": cache_config(data_dir, tmp_path / "run", size=16),
+    }
+    for what, raw in changes.items():
+        cache = FeatureCache()
+        lookup(raw, cache)
+        assert cache.misses == 3 and cache.hits == 3, what  # photo recomputed for every split, title reused
+        # (title's encoder is built first, so its random init does not depend on photo's options)
+    seed = cache_config(data_dir, tmp_path / "run")
+    seed["training"]["seed"] = 1  # another random init of the frozen encoders: other weights
+    cache = FeatureCache()
+    lookup(seed, cache)
+    assert cache.misses == 6, "encoder weights"
+    from PIL import Image
+
+    changed = tmp_path / "changed"
+    shutil.copytree(data_dir, changed)
+    Image.fromarray(np.full((12, 12), 255, dtype=np.uint8)).save(changed / "img" / "0.png")  # one record's image
+    cache = FeatureCache()
+    lookup(cache_config(changed, tmp_path / "run"), cache)
+    assert (cache.misses, cache.hits) == (1, 5), "data content"  # only photo, only the split holding record 0
+
+
+@pytest.mark.parametrize("fusion", ["cross_attention"])  # reads tokens and their masks, not only pooled features
+def test_training_with_and_without_cache_agrees(data_dir: Path, tmp_path: Path, fusion: str) -> None:
+    cached, plain = (cache_config(data_dir, tmp_path / name, cache=name == "cached", fusion=fusion)
+                     for name in ("cached", "plain"))
+    for raw in (cached, plain):
+        raw["training"]["epochs"] = 1
+    with_cache, without = train(parse_config(cached)), train(parse_config(plain))
+    assert with_cache.metrics.keys() == without.metrics.keys()
+    for split, values in with_cache.metrics.items():
+        for name, value in values.items():
+            assert value == pytest.approx(without.metrics[split][name], abs=1e-4), (split, name)
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "cached" / "model.safetensors"), load_file(tmp_path / "plain" / "model.safetensors")
+    for key in a:
+        np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), atol=1e-4, err_msg=key)
