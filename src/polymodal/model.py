@@ -13,7 +13,9 @@ from polymodal.config import Component, Config
 from polymodal.data.batch import Batch
 from polymodal.encoders import ENCODERS, Encoder, default_encoder
 from polymodal.encoders.base import EncoderOutput
+from polymodal.features.precomputed import as_output, is_precomputed
 from polymodal.fusion import FUSIONS, Fusion
+from polymodal.generation.decoders import SequenceHead, build_sequence_head
 from polymodal.objectives import OBJECTIVES, Contrastive, Objective
 from polymodal.processors import Processor
 
@@ -30,6 +32,8 @@ class Output:
         aux_losses: auxiliary training losses by name (from the fusion), added to the task loss.
         embeddings: per modality, (B, E) L2-normalised embeddings in the shared space of the contrastive
             objective (None without one); rows of records missing that modality are NaN.
+        sequences: task generation, outside training: (B, S) generated token ids (logits are then the
+            teacher-forced (B, L-1, V) logits of the target, (B, 0, V) without one).
     """
 
     logits: Tensor
@@ -38,6 +42,7 @@ class Output:
     modality_logits: dict[str, Tensor] | None = None
     aux_losses: dict[str, Tensor] = field(default_factory=dict)
     embeddings: dict[str, Tensor] | None = None
+    sequences: Tensor | None = None
 
 
 class MultimodalModel(nn.Module):
@@ -70,7 +75,9 @@ class MultimodalModel(nn.Module):
         return list(self.encoders)
 
     def encode(self, batch: Batch) -> dict[str, EncoderOutput]:
-        return {m: enc(batch.inputs[m]) for m, enc in self.encoders.items()}
+        """Each encoder's output; a modality whose batch carries cached features (frozen encoder) skips it."""
+        return {m: as_output(batch.inputs[m]) if is_precomputed(batch.inputs[m]) else enc(batch.inputs[m])
+                for m, enc in self.encoders.items()}
 
     @property
     def contrastive(self) -> Contrastive | None:
@@ -97,6 +104,10 @@ class MultimodalModel(nn.Module):
         fused = self.fusion(encoded, present)
         per = fused.per_modality
         features = {m: e.pooled for m, e in encoded.items()}
+        if isinstance(self.head, SequenceHead):
+            logits, sequences = self.head(fused, encoded, present, batch.target)
+            return Output(logits=logits, fused=fused.fused, features=features, aux_losses=fused.aux_losses,
+                          embeddings=self.embeddings(features, batch.present), sequences=sequences)
         return Output(
             logits=self.head(fused.fused),
             fused=fused.fused,
@@ -135,9 +146,13 @@ def build_model(config: Config, processors: Mapping[str, Processor], num_outputs
     fusion = FUSIONS.build(config.fusion.name, user=config.fusion.options, in_dims=in_dims)
     objectives = {o.name: OBJECTIVES.build(o.name, user=o.options, in_dims=in_dims, fused_dim=fusion.out_dim)
                   for o in config.objectives}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Initializing zero-element tensors")  # num_outputs == 0
-        head = nn.Linear(fusion.out_dim, num_outputs)
+    head: nn.Module
+    if config.target.task == "generation":  # num_outputs: the target vocabulary
+        head = build_sequence_head(config.target.generation_options, fusion.out_dim, in_dims, num_outputs)
+    else:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")  # num_outputs == 0
+            head = nn.Linear(fusion.out_dim, num_outputs)
     return MultimodalModel(encoders, fusion, head, objectives, placeholders=config.placeholders)
 
 

@@ -60,7 +60,7 @@ class Predictor:
 
     def predict(self, records: Records, root: str | Path | None = None) -> np.ndarray:
         """One prediction per record, in the data's label space (class names or values)."""
-        return np.asarray(self.run.task.predict(self.outputs(records, root).logits), dtype=object)
+        return np.asarray(self.run.task.predict(self.run.task.scores(self.outputs(records, root))), dtype=object)
 
     def predict_proba(self, records: Records, root: str | Path | None = None) -> pd.DataFrame:
         """Class probabilities, one column per class (classification tasks only)."""
@@ -122,4 +122,4 @@ class Predictor:
         """Metrics on labelled records (for retrieval, on records with paired modalities)."""
         dataset = self._dataset(records, root, with_target=True)
         out, target = predict_outputs(self.run.model, self.run.processors, dataset, self.batch_size)
-        return self.run.task.metrics(out.logits, target, out.embeddings)  # type: ignore[arg-type]
+        return self.run.task.metrics(self.run.task.scores(out), target, out.embeddings)  # type: ignore[arg-type]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Mapping
 from itertools import permutations
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ from polymodal.config import TargetConfig
 from polymodal.errors import RecordError
 from polymodal.processors.base import is_empty
 from polymodal.registry import Registry
+
+if TYPE_CHECKING:
+    from polymodal.model import Output
 
 TASKS: Registry[Task] = Registry("task")
 
@@ -69,6 +73,12 @@ class Task(ABC):
     def proba(self, logits: Tensor) -> dict[str, np.ndarray]:
         """Per-class probabilities by class name (empty for regression)."""
         return {}
+
+    scalar_predictions: ClassVar[bool] = True  # predictions are classes or numbers (False: generated text)
+
+    def scores(self, out: Output) -> Tensor:
+        """What `predict` and `metrics` read from the model's output: the logits (generation: generated ids)."""
+        return out.logits
 
     def state(self) -> dict[str, Any]:
         return {}
@@ -201,10 +211,17 @@ class Binary(_SingleLabel):
 
 @TASKS.register("multilabel")
 class Multilabel(Task):
-    """Any subset of labels per record: a cell like `cat|outdoor` (see target.separator) or a list."""
+    """Any subset of labels per record: a cell like `cat|outdoor` (see target.separator) or a list.
+
+    With `target.min_count` above 1 the vocabulary keeps the labels of at least that many training records and
+    every other label is ignored. Metrics: micro/macro F1 (threshold 0.5), `map` (mean over the labels with at
+    least one positive record in the split of their average precision) and `precision_at_k` (share of the k
+    top-scored labels that are true, averaged over the records with at least one label).
+    """
 
     name = "multilabel"
     monitor = "map"
+    ks: ClassVar[tuple[int, ...]] = (1, 5)
 
     def _labels(self, value: Any) -> list[str]:
         if isinstance(value, (list, tuple, np.ndarray)):
@@ -214,17 +231,21 @@ class Multilabel(Task):
         return [p.strip() for p in str(value).split(self.target.separator) if p.strip()]
 
     def fit(self, values: list[Any]) -> None:
-        self.classes = sorted({label for v in values for label in self._labels(v)})
+        counts = Counter(label for v in values for label in set(self._labels(v)))
+        self.classes = sorted(c for c, n in counts.items() if n >= self.target.min_count)
         if not self.classes:
-            raise RecordError(f"multilabel target {self.target.field!r} has no labels in the training split")
+            raise RecordError(f"multilabel target {self.target.field!r} has no labels in the training split with "
+                              f"at least {self.target.min_count} records (target.min_count); lower min_count")
 
     def encode(self, value: Any) -> np.ndarray:
         index = {c: i for i, c in enumerate(self.classes)}
         out = np.zeros(len(self.classes), dtype=np.float32)
         for label in self._labels(value):
-            if label not in index:
-                raise RecordError(f"label {label!r} does not occur in the training split")
-            out[index[label]] = 1.0
+            if label in index:
+                out[index[label]] = 1.0
+            elif self.target.min_count == 1:
+                raise RecordError(f"label {label!r} does not occur in the training split (set target.min_count "
+                                  "above 1 to ignore rare and unseen labels)")
         return out
 
     @property
@@ -248,7 +269,8 @@ class Multilabel(Task):
         return {
             "micro_f1": M.f1_score(p, t, task="multilabel", num_labels=k, average="micro").item(),
             "macro_f1": M.f1_score(p, t, task="multilabel", num_labels=k, average="macro").item(),
-            "map": M.average_precision(p, t, task="multilabel", num_labels=k, average="macro").item(),
+            "map": mean_average_precision(p, t),
+            **{f"precision_at_{n}": precision_at_k(p, t, n) for n in self.ks},
         }
 
     def state(self) -> dict[str, Any]:
@@ -324,6 +346,51 @@ class Regression(Task):
         self.mean, self.std = state["mean"], state["std"]
 
 
+@TASKS.register("sentiment")
+class Sentiment(Regression):
+    """A sentiment score in [-3, 3] (CMU-MOSI/MOSEI): regression plus the metrics the field reports for it.
+
+    See `sentiment_metrics`; selection is on `mae` (lower is better).
+    """
+
+    name = "sentiment"
+    monitor = "mae"
+
+    def fit(self, values: list[Any]) -> None:
+        if len(self.fields) != 1:
+            raise RecordError(f"task sentiment reads one score column, not {self.fields}")
+        super().fit(values)
+
+    def metrics(self, logits: Tensor, target: Tensor,
+                embeddings: Mapping[str, Tensor] | None = None) -> dict[str, float]:
+        pred, true = self._units(logits)[:, 0], self._units(target)[:, 0]
+        return super().metrics(logits, target) | sentiment_metrics(pred, true)
+
+
+def sentiment_metrics(pred: Tensor, true: Tensor) -> dict[str, float]:
+    """Sentiment-score metrics on (N,) predictions and truths in [-3, 3], as reported for CMU-MOSI/MOSEI.
+
+    `acc2`/`f1`: negative vs positive over the records whose true score is non-zero (the "non-0" convention);
+    `acc2_has0`/`f1_has0`: negative vs non-negative over all records. F1 is weighted by class support.
+    `acc7`: both clipped to [-3, 3] and rounded to the nearest integer (halves to even, as `np.round`).
+    """
+    def binary(p: Tensor, t: Tensor) -> tuple[float, float]:
+        if t.numel() == 0:
+            return float("nan"), float("nan")
+        acc = (p == t).float().mean().item()
+        f1 = M.f1_score(p.long(), t.long(), task="multiclass", num_classes=2, average="weighted").item()
+        return acc, f1
+
+    nonzero = true != 0
+    acc2, f1 = binary(pred[nonzero] > 0, true[nonzero] > 0)
+    acc2_has0, f1_has0 = binary(pred >= 0, true >= 0)
+    classes = (pred.clamp(-3, 3).round(), true.clamp(-3, 3).round())
+    return {"acc2": acc2, "f1": f1, "acc2_has0": acc2_has0, "f1_has0": f1_has0,
+            "acc7": (classes[0] == classes[1]).float().mean().item(),
+            "mae": (pred - true).abs().mean().item(),
+            "pearson": M.pearson_corrcoef(pred, true).item() if len(pred) > 1 else float("nan")}
+
+
 @TASKS.register("retrieval")
 class Retrieval(Task):
     """Two or more towers (an encoder plus the contrastive projection per modality) into one embedding space.
@@ -395,5 +462,135 @@ def retrieval_metrics(similarity: Tensor, prefix: str, ks: tuple[int, ...] = (1,
     return out
 
 
+@TASKS.register("vqa")
+class VQA(Task):
+    """Visual question answering: classification over the answer vocabulary with soft targets.
+
+    The target cell holds every annotator's answer (a list, or one string split on `target.separator`). Each
+    vocabulary answer gets its VQA accuracy as target (see `vqa_scores`); the loss is cross-entropy against the
+    scores normalized to sum 1. The vocabulary is the `max_answers` answers given for most training questions,
+    among those given for at least `target.min_count` of them (VQA models commonly keep answers seen 9+ times).
+    Metrics: `vqa_accuracy` (the mean VQA accuracy of the predicted answer; with one answer per question it is
+    plain accuracy) and `accuracy` (the prediction equals the best-scored answer).
+    """
+
+    name = "vqa"
+    monitor = "vqa_accuracy"
+    max_answers: ClassVar[int] = 3000
+
+    def _answers(self, value: Any) -> list[str]:
+        if isinstance(value, (list, tuple, np.ndarray)):
+            items = [str(v) for v in value]
+        elif is_empty(value):
+            items = []
+        else:
+            items = str(value).split(self.target.separator)
+        return [a for a in map(normalize_answer, items) if a]
+
+    def fit(self, values: list[Any]) -> None:
+        counts: dict[str, int] = {}
+        for v in values:
+            for a in set(self._answers(v)):
+                counts[a] = counts.get(a, 0) + 1
+        if len(counts) < 2:
+            raise RecordError(f"vqa target {self.target.field!r} has {len(counts)} distinct answer(s) in the "
+                              "training split; at least 2 are needed")
+        kept = sorted(a for a, n in counts.items() if n >= self.target.min_count)
+        self.classes = sorted(kept, key=lambda a: -counts[a])[: self.max_answers]
+        if len(self.classes) < 2:
+            raise RecordError(f"vqa target {self.target.field!r}: {len(self.classes)} answer(s) given for at least "
+                              f"{self.target.min_count} training questions (target.min_count); lower min_count")
+
+    def encode(self, value: Any) -> np.ndarray:
+        answers = self._answers(value)
+        if not answers:
+            raise RecordError("no answer given; fill in the answers or drop the question")
+        index = {c: i for i, c in enumerate(self.classes)}
+        out = np.zeros(len(self.classes), dtype=np.float32)
+        for answer, score in vqa_scores(answers).items():
+            if answer in index:  # an answer outside the vocabulary cannot be predicted: it scores 0
+                out[index[answer]] = score
+        return out
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.classes)
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        total = target.sum(dim=1, keepdim=True)  # (B, 1)
+        per_record = -(target / total.clamp_min(1e-8) * logits.log_softmax(dim=1)).sum(dim=1)  # (B,)
+        answerable = total[:, 0] > 0  # (B,) records whose answers are all outside the vocabulary teach nothing
+        return per_record[answerable].mean() if bool(answerable.any()) else logits.sum() * 0.0
+
+    def predict(self, logits: Tensor) -> list[Any]:
+        return [self.classes[i] for i in logits.argmax(dim=1).tolist()]
+
+    def proba(self, logits: Tensor) -> dict[str, np.ndarray]:
+        p = logits.float().softmax(dim=1).cpu().numpy()
+        return {c: p[:, i] for i, c in enumerate(self.classes)}
+
+    def metrics(self, logits: Tensor, target: Tensor,
+                embeddings: Mapping[str, Tensor] | None = None) -> dict[str, float]:
+        pick = logits.argmax(dim=1, keepdim=True)  # (N, 1)
+        best = target.max(dim=1)  # the best-scored answer per record
+        return {"vqa_accuracy": target.gather(1, pick)[:, 0].mean().item(),
+                "accuracy": ((pick[:, 0] == best.indices) & (best.values > 0)).float().mean().item()}
+
+    def state(self) -> dict[str, Any]:
+        return {"classes": self.classes}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.classes = state["classes"]
+
+
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten".split())}
+
+
+def normalize_answer(answer: str) -> str:
+    """Lowercase, strip punctuation at the ends, number words to digits, drop articles (a light form of the
+    official VQA answer normalization)."""
+    words = answer.lower().strip().strip(".,!?;:'\"").split()
+    return " ".join(_NUMBER_WORDS.get(w, w) for w in words if w not in ("a", "an", "the"))
+
+
+def vqa_scores(answers: list[str]) -> dict[str, float]:
+    """VQA accuracy of each distinct answer among `answers` (one per annotator, already normalized).
+
+    With N >= 3 annotators, the official form: min(#other annotators who gave it / 3, 1), averaged over
+    leaving each annotator out in turn (the 10-choose-9 subsets for VQA's 10 answers). With N < 3 there are
+    too few annotators for that: the fraction who gave it (N = 1: plain accuracy).
+    """
+    n = len(answers)
+    counts = {a: answers.count(a) for a in dict.fromkeys(answers)}
+    if n < 3:
+        return {a: k / n for a, k in counts.items()}
+    return {a: (k * min((k - 1) / 3, 1.0) + (n - k) * min(k / 3, 1.0)) / n for a, k in counts.items()}
+
+
+def mean_average_precision(scores: Tensor, target: Tensor) -> float:
+    """Mean over the labels with at least one positive record of their average precision; (N, K) inputs."""
+    present = target.sum(dim=0) > 0  # (K,)
+    if not bool(present.any()):
+        return float("nan")
+    s, t = scores[:, present], target[:, present]  # (N, K')
+    if s.shape[1] == 1:  # torchmetrics' multilabel form needs two labels or more
+        return M.average_precision(s[:, 0], t[:, 0], task="binary").item()
+    return M.average_precision(s, t, task="multilabel", num_labels=s.shape[1], average=None).mean().item()
+
+
+def precision_at_k(scores: Tensor, target: Tensor, k: int) -> float:
+    """Share of the k top-scored labels that are true, averaged over records with at least one label."""
+    labelled = target.sum(dim=1) > 0  # (N,)
+    if not bool(labelled.any()):
+        return float("nan")
+    k = min(k, scores.shape[1])
+    top = scores[labelled].topk(k, dim=1).indices  # (N', k)
+    return target[labelled].gather(1, top).float().mean().item()
+
+
 def build_task(target: TargetConfig) -> Task:
     return TASKS.get(target.task)(target)
+
+
+import polymodal.generation.task  # noqa: E402,F401  (registers task "generation"; it builds on Task above)

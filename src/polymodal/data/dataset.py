@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from polymodal.config import Config
 from polymodal.data.batch import Batch
 from polymodal.data.sources import Table
 from polymodal.errors import DataError, Problem, RecordError
+from polymodal.features.precomputed import is_precomputed
 from polymodal.processors import Processor, build_processor
 from polymodal.processors.base import Arrays
 from polymodal.tasks import Task, build_task
+
+Reader = Callable[[Processor, Any, Path], Arrays]
 
 
 @dataclass
@@ -51,18 +55,19 @@ def fit_raw(table: Table, processors: Mapping[str, Processor], task: Task) -> No
 
 
 def decode(table: Table, processors: Mapping[str, Processor], task: Task | None, fit: bool = False,
-           keep_all: bool = False) -> Decoded:
+           keep_all: bool = False, read: Reader | None = None) -> Decoded:
     """Read every record; with `fit`, also fit normalization statistics on the decoded training items.
 
     With `keep_all` (prediction), records whose policy is `skip` are kept with the modality marked missing,
-    so that outputs stay aligned with inputs.
+    so that outputs stay aligned with inputs. `read` replaces `proc.read(value, root)` (streaming sources pass
+    one that also takes in-memory file bytes).
     """
     raw = {m: p.values(table.frame) for m, p in processors.items()}
     labels = task.values(table.frame) if task is not None else None
     out = Decoded({m: [] for m in processors}, {m: [] for m in processors}, [], [])
     for i, row in enumerate(table.frame.index):
         _decode_record(table, int(row), {m: v[i] for m, v in raw.items()},
-                       None if labels is None else labels[i], processors, task, out, keep_all)
+                       None if labels is None else labels[i], processors, task, out, keep_all, read)
     if fit:
         for m, proc in processors.items():
             present_items = [it for it, ok in zip(out.items[m], out.present[m]) if ok]
@@ -73,7 +78,8 @@ def decode(table: Table, processors: Mapping[str, Processor], task: Task | None,
 
 
 def _decode_record(table: Table, row: int, values: dict[str, Any], label: Any,
-                   processors: Mapping[str, Processor], task: Task | None, out: Decoded, keep_all: bool) -> None:
+                   processors: Mapping[str, Processor], task: Task | None, out: Decoded, keep_all: bool,
+                   read: Reader | None = None) -> None:
     items: dict[str, Arrays] = {}
     present: dict[str, bool] = {}
     for m, proc in processors.items():
@@ -82,7 +88,8 @@ def _decode_record(table: Table, row: int, values: dict[str, Any], label: Any,
             out.problems.append(Problem(table.name, row, m, "empty: treated as a missing modality", fatal=False))
             continue
         try:
-            items[m], present[m] = proc.read(values[m], table.root), True
+            item = proc.read(values[m], table.root) if read is None else read(proc, values[m], table.root)
+            items[m], present[m] = item, True
         except RecordError as err:
             policy = proc.spec.on_error
             out.problems.append(Problem(table.name, row, m, f"{err} (on_error={policy})", fatal=policy == "error"))
@@ -179,6 +186,10 @@ def first(batch: Batch) -> Batch:
 
 def make_loader(dataset: MultimodalDataset, batch_size: int, shuffle: bool, num_workers: int = 0,
                 seed: int = 0) -> DataLoader[Batch]:
+    if isinstance(dataset, IterableDataset):  # a StreamingDataset: batches, shuffles and shards itself
+        from polymodal.data.streaming import stream_loader
+
+        return stream_loader(dataset, batch_size, shuffle, num_workers, seed)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=first, num_workers=num_workers,
                       generator=generator, persistent_workers=num_workers > 0, drop_last=False)
@@ -186,5 +197,5 @@ def make_loader(dataset: MultimodalDataset, batch_size: int, shuffle: bool, num_
 
 def to_model_inputs(batch: Batch, processors: Mapping[str, Processor], train: bool) -> Batch:
     """Apply each processor's batch-level normalization (and augmentation when training)."""
-    inputs = {m: processors[m].to_model(batch.inputs[m], train) for m in batch.inputs}
+    inputs = {m: v if is_precomputed(v) else processors[m].to_model(v, train) for m, v in batch.inputs.items()}
     return Batch(inputs, batch.present, batch.target, batch.index)

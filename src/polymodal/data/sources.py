@@ -51,6 +51,10 @@ def read_table(path: str | Path, fmt: str = "auto") -> pd.DataFrame:
         frame = pd.read_json(path, lines=True)
     elif fmt == "folder":
         frame = folder_table(path)
+    elif fmt == "coco":
+        from polymodal.data.formats.coco import read_coco
+
+        frame = read_coco(path)
     else:
         raise ValueError(f"unknown data format {fmt!r}; allowed: csv, parquet, jsonl, folder")
     return frame.reset_index(drop=True)
@@ -72,6 +76,26 @@ def table_root(path: Path) -> Path:
 
 def load_splits(data: DataConfig, label_field: str | None) -> dict[str, Table]:
     """The train/val/test tables a config describes (val and test may be absent with separate files)."""
+    if data.streaming:  # train: the first `fit_records` records; val/test: whole (see polymodal.data.streaming)
+        from polymodal.data.streaming import stream_tables
+
+        return stream_tables(data)
+    if data.format == "multi30k":  # a corpus folder: text files per language and split, image lists, images
+        from polymodal.data.formats.multi30k import load_multi30k
+
+        return load_multi30k(data.source, data.multi30k)  # type: ignore[arg-type]
+    if data.format == "coco":  # COCO JSON: one row per image with captions and/or category tags
+        from polymodal.data.formats.coco import load_coco_splits
+
+        return load_coco_splits(data, label_field)
+    if data.format in ("mosi_h5", "mosi_npz"):  # CMU-MOSI/MOSEI sequences: one row per segment
+        from polymodal.data.formats.mosi import load_mosi_splits
+
+        return load_mosi_splits(data, label_field)
+    if data.format == "vqa":  # VQA v2 questions + annotations JSON: one row per question
+        from polymodal.data.formats.vqa import load_vqa_splits
+
+        return load_vqa_splits(data, label_field)
     if data.builtin is not None:
         from polymodal.datasets import DATASETS
 

@@ -8,7 +8,12 @@ from functools import partial
 from pathlib import Path
 
 from polymodal.datasets.av_digits import IMBALANCED, materialize_av_digits
+from polymodal.datasets.emoji import materialize_emoji
+from polymodal.datasets.sentiment import materialize_sentiment
 from polymodal.datasets.synthetic import materialize_interactions
+from polymodal.datasets.translation import materialize_emoji_translation
+from polymodal.datasets.video_digits import materialize_video_digits
+from polymodal.datasets.vqa_shapes import materialize_vqa_shapes
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,23 @@ DATASETS: dict[str, DatasetEntry] = {
     "interactions_synergy": DatasetEntry(
         "synthetic vectors m0, m1: label = XOR of one bit per modality (each alone at chance; late fusion fails)",
         partial(materialize_interactions, regime="synergy"), table="records.parquet"),
+    "vqa_shapes": DatasetEntry(
+        "visual question answering on rendered scenes of coloured shapes: colour, shape, count, position and "
+        "existence questions, answers balanced per question (neither question nor image alone suffices)",
+        materialize_vqa_shapes),
+    "sentiment": DatasetEntry(
+        "spoken sentences (80 synthetic voices) scored for sentiment in [-3, 3] from human word valence ratings; "
+        "some are spoken sarcastically, which flips the score (text + audio both needed)", materialize_sentiment),
+    "emoji": DatasetEntry(
+        "1,906 emoji pictures (32x32) with CLDR names and keywords in en/de/fr/es: image annotation (image -> "
+        "keywords, image <-> name) and translation (name -> name_de / name_fr)", materialize_emoji),
+    "video_digits": DatasetEntry(
+        "mp4 clips of a moving MNIST digit with a spoken digit on the audio track; label = direction of motion x "
+        "spoken digit (needs several frames and both streams)", materialize_video_digits),
+    "emoji_translation": DatasetEntry(
+        "emoji names English -> German/French with the emoji picture as context; in half of the records one "
+        "English word is masked (`___`) so that only the picture can tell it (multimodal translation)",
+        materialize_emoji_translation),
 }
 
-__all__ = ["DATASETS", "DatasetEntry", "materialize_av_digits", "materialize_interactions"]
+__all__ = ["DATASETS", "DatasetEntry", "materialize_av_digits", "materialize_emoji", "materialize_interactions"]

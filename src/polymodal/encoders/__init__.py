@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from polymodal.encoders import cnn, feedforward, recurrent, transformer  # noqa: F401  (registration)
+from polymodal.encoders import (  # noqa: F401  (registration)
+    cnn,
+    feedforward,
+    pretrained,  # pretrained weights load only when such an encoder is built
+    recurrent,
+    transformer,
+    video,
+)
 from polymodal.encoders.base import ENCODERS, Encoder, EncoderOutput
 
 DEFAULT_ENCODERS = {
@@ -12,6 +19,7 @@ DEFAULT_ENCODERS = {
     "tabular": "tabular_mlp",
     "vector": "vector_mlp",
     "sequence": "sequence_gru",
+    "video": "video_cnn_pool",
 }
 
 

@@ -173,6 +173,10 @@ class CoalitionGame:
     def __post_init__(self) -> None:
         if self.run.task.num_outputs == 0:
             raise ValueError(f"modality contribution needs a task head; a {self.run.task.name} run has none")
+        if not self.run.task.scalar_predictions:
+            raise ValueError(f"modality contribution needs class or numeric predictions; a {self.run.task.name} run "
+                             "generates text (compare its metrics with modalities missing instead: "
+                             "Predictor.outputs(records, drop={...}))")
 
     @property
     def players(self) -> tuple[str, ...]:

@@ -61,9 +61,10 @@ def concat_outputs(outs: list[Output]) -> Output:
                                                   for m in per},
         embeddings=None if emb is None else {m: torch.cat([o.embeddings[m] for o in outs])  # type: ignore[index]
                                              for m in emb},
+        sequences=None if outs[0].sequences is None else torch.cat([o.sequences for o in outs]),  # type: ignore[misc]
     )
 
 
 def output_metrics(task: Task, out: Output, target: Tensor) -> dict[str, float]:
     """The task's metrics on model outputs (logits, and contrastive embeddings where the task uses them)."""
-    return task.metrics(out.logits, target, out.embeddings)
+    return task.metrics(task.scores(out), target, out.embeddings)

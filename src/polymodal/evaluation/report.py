@@ -136,7 +136,7 @@ def bootstrap_ci(task: Task, logits: torch.Tensor, target: torch.Tensor | None, 
 
 def metric_section(run: Run, dataset: MultimodalDataset, split: str) -> Section:
     out, target = predict_outputs(run.model, run.processors, dataset)  # target is None for retrieval
-    table = bootstrap_ci(run.task, out.logits, target, out.embeddings)
+    table = bootstrap_ci(run.task, run.task.scores(out), target, out.embeddings)
     metrics = json.loads((run.path / "metrics.json").read_text()) if (run.path / "metrics.json").is_file() else {}
     blocks: list[Block] = [f"{split} split, {len(dataset)} records; 95% intervals from 200 bootstrap resamples "
                            "of the records.", table.round(4)]
@@ -220,7 +220,7 @@ def write_report(run_dir: str | Path, robustness: bool = False) -> Path:
     split, dataset = held_out_dataset(run)
     sections = [metric_section(run, dataset, split), training_section(run.path), confusion_section(run, dataset),
                 *(contribution_sections(run, dataset) if len(run.model.modalities) > 1 and run.task.num_outputs
-                  else []),
+                  and run.task.scalar_predictions else []),
                 imbalance_section(run.path), robustness_section(run.path), cost_section(run, dataset)]
     present = [s for s in sections if s is not None]
     title = f"polymodal run {run.config.name}"

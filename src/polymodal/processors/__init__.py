@@ -10,10 +10,12 @@ from polymodal.processors.base import Processor
 from polymodal.processors.image import ImageProcessor
 from polymodal.processors.tabular import TabularProcessor
 from polymodal.processors.text import TextProcessor
+from polymodal.processors.video import VideoProcessor
 
 PROCESSORS: dict[str, type[Processor]] = {
     cls.kind: cls
-    for cls in (ImageProcessor, TextProcessor, AudioProcessor, TabularProcessor, VectorProcessor, SequenceProcessor)
+    for cls in (ImageProcessor, TextProcessor, AudioProcessor, TabularProcessor, VectorProcessor, SequenceProcessor,
+                VideoProcessor)
 }
 
 

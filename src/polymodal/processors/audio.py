@@ -15,7 +15,7 @@ from torch import Tensor
 
 from polymodal.config import AudioSpec
 from polymodal.errors import RecordError
-from polymodal.processors.base import Arrays, Processor, mean_std, resolve_file, stats_tensor
+from polymodal.processors.base import Arrays, Processor, file_source, mean_std, stats_tensor
 
 
 class Waveform(NamedTuple):
@@ -37,27 +37,40 @@ class AudioProcessor(Processor):
 
     def decode_raw(self, value: Any, root: Path) -> Waveform:
         """The mono waveform resampled to `sample_rate` and cut to `max_seconds`."""
-        path = resolve_file(value, root)
-        try:
-            wave, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, channels)
-        except (sf.LibsndfileError, RuntimeError, ValueError) as err:
-            raise RecordError(f"cannot decode audio {str(path)!r} ({err})") from None
+        source, name = file_source(value, root)
+        if self.spec.source == "video":
+            from polymodal.processors.video import read_audio_track
+
+            wave, rate = read_audio_track(source, name, self.spec.max_seconds)  # (N, 1)
+        else:
+            try:
+                wave, rate = sf.read(source if not isinstance(source, Path) else str(source), dtype="float32",
+                                     always_2d=True)  # (N, channels)
+            except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
+                reason = getattr(err, "error_string", err)  # libsndfile's reason, without the file object's repr
+                raise RecordError(f"cannot decode audio {name} ({reason})") from None
         wave = wave.mean(axis=1)
         if wave.size == 0:
-            raise RecordError(f"audio {str(path)!r} has no samples")
+            raise RecordError(f"audio {name} has no samples")
         if not np.isfinite(wave).all():
-            raise RecordError(f"audio {str(path)!r} contains NaN or infinite samples")
+            raise RecordError(f"audio {name} contains NaN or infinite samples")
         wave = resample(wave, rate, self.spec.sample_rate)[: int(self.spec.max_seconds * self.spec.sample_rate)]
         return Waveform(wave, self.spec.sample_rate)
 
     def features(self, raw: Waveform) -> Arrays:
         wave = resample(np.asarray(raw.samples, dtype=np.float32), raw.rate, self.spec.sample_rate)
+        if self.spec.frontend == "aisfx":  # the aiSFX model's own spectrogram, normalised as it was trained
+            from polymodal.encoders.pretrained.aisfx import aisfx_mel
+
+            return {"mel": aisfx_mel(wave)}
         return {"mel": log_mel(wave, self.spec.sample_rate, self.spec.n_mels)}
 
     def blank(self) -> Arrays:
         return {"mel": np.zeros((1, self.spec.n_mels), dtype=np.float32)}
 
     def fit_items(self, items: list[Arrays]) -> None:
+        if self.spec.frontend == "aisfx":  # already normalised: keep mean 0, std 1
+            return
         self.mean, self.std = mean_std(np.concatenate([it["mel"] for it in items]), axis=(0,))
 
     def encoder_inputs(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from polymodal.config import ImageSpec
 from polymodal.errors import RecordError
-from polymodal.processors.base import Arrays, Processor, mean_std, resolve_file, stats_tensor
+from polymodal.processors.base import Arrays, Processor, file_source, mean_std, stats_tensor
 
 
 class ImageProcessor(Processor):
@@ -22,17 +22,18 @@ class ImageProcessor(Processor):
 
     def __init__(self, spec: ImageSpec, field: str) -> None:
         super().__init__(spec, field)
-        self.mean = [0.5] * spec.channels
-        self.std = [0.25] * spec.channels
+        self.mean = list(spec.mean) if spec.mean is not None else [0.5] * spec.channels
+        self.std = list(spec.std) if spec.std is not None else [0.25] * spec.channels
 
     def decode_raw(self, value: Any, root: Path) -> np.ndarray:
         """(H, W) uint8 for 1 channel, (H, W, 3) for 3, at the file's own resolution."""
-        path = resolve_file(value, root)
+        source, name = file_source(value, root)
         try:
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 return np.asarray(img.convert("L" if self.spec.channels == 1 else "RGB"), dtype=np.uint8)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-            raise RecordError(f"cannot decode image {str(path)!r} ({type(err).__name__}: {err})") from None
+            reason = str(err).replace(f" {source!r}", "")  # Pillow names an in-memory file by its object repr
+            raise RecordError(f"cannot decode image {name} ({type(err).__name__}: {reason})") from None
 
     def features(self, raw: np.ndarray) -> Arrays:
         img = Image.fromarray(np.ascontiguousarray(raw, dtype=np.uint8))
@@ -45,6 +46,8 @@ class ImageProcessor(Processor):
         return {"pixels": np.zeros((self.spec.channels, self.spec.size, self.spec.size), dtype=np.uint8)}
 
     def fit_items(self, items: list[Arrays]) -> None:
+        if self.spec.mean is not None:  # fixed statistics (e.g. ImageNet's for a pretrained encoder)
+            return
         stacked = np.stack([it["pixels"] for it in items]).astype(np.float32) / 255.0  # (N, C, H, W)
         self.mean, self.std = mean_std(stacked, axis=(0, 2, 3))
 

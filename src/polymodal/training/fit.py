@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,9 @@ from polymodal.data.dataset import (
     raise_on_fatal,
 )
 from polymodal.data.sources import SPLITS, Table, load_splits, split_frame
+from polymodal.data.streaming import StreamingDataset
 from polymodal.evaluation.inference import predict_outputs
+from polymodal.features.cache import feature_device, use_feature_cache
 from polymodal.model import MultimodalModel, build_model, count_parameters
 from polymodal.processors import Processor
 from polymodal.run import METRICS, init_processors, init_weights, save_pipeline, save_weights, write_json
@@ -60,6 +63,7 @@ class Prepared:
     task: Task
     datasets: dict[str, MultimodalDataset]
     skipped: dict[str, int]
+    stream: StreamingDataset | None = None  # the training split when `data.streaming` (then not in `datasets`)
 
 
 def prepare(config: Config) -> Prepared:
@@ -67,6 +71,8 @@ def prepare(config: Config) -> Prepared:
 
     With `training.init_from`, the processors take that run's fitted state instead (only the task is fitted).
     """
+    if config.data.streaming:
+        return prepare_streaming(config)
     tables = ensure_val(load_splits(config.data, _label_field(config)), config)
     processors, task = build_pipeline(config)
     init_from = config.training.init_from
@@ -86,6 +92,19 @@ def prepare(config: Config) -> Prepared:
     return Prepared(processors, task, datasets, {s: d.skipped for s, d in decoded.items()})
 
 
+def prepare_streaming(config: Config) -> Prepared:
+    """Processors fitted on the first `data.fit_records` training records; train streamed, val/test in memory."""
+    from polymodal.data.streaming import prepare_stream
+
+    processors, task = build_pipeline(config)
+    init_from = config.training.init_from
+    init = None if init_from is None else (lambda procs: init_processors(config, procs, init_from))
+    data = prepare_stream(config, processors, task, init)
+    ragged = {m: p.ragged for m, p in processors.items()}
+    datasets = {s: MultimodalDataset(d, ragged) for s, d in data.decoded.items()}
+    return Prepared(processors, task, datasets, data.skipped, stream=data.train)
+
+
 def _label_field(config: Config) -> str | None:
     f = config.target.field
     return f if isinstance(f, str) and config.target.task in ("binary", "multiclass") else None
@@ -101,17 +120,20 @@ def ensure_val(tables: dict[str, Table], config: Config) -> dict[str, Table]:
     return {**tables, **{s: Table(parts[s], train.root, s) for s in ("train", "val")}}
 
 
-def make_trainer(config: Config, run_dir: Path, monitor: str, mode: str) -> pl.Trainer:
+def make_trainer(config: Config, run_dir: Path, monitor: str, mode: str,
+                 extra: Sequence[pl.Callback] = ()) -> pl.Trainer:
     cfg = config.training
     callbacks: list[pl.Callback] = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True),
+        *extra,
     ]
     if cfg.patience is not None:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience))
     if cfg.progress_bar:
         callbacks.append(TQDMProgressBar(leave=False))
     return pl.Trainer(
-        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
         precision=cfg.precision, gradient_clip_val=cfg.grad_clip, accumulate_grad_batches=cfg.accumulate_grad_batches,
         deterministic=cfg.deterministic, callbacks=callbacks, enable_progress_bar=cfg.progress_bar,
         logger=CSVLogger(str(run_dir), name="logs", version=""), enable_model_summary=False, log_every_n_steps=1,
@@ -119,8 +141,9 @@ def make_trainer(config: Config, run_dir: Path, monitor: str, mode: str) -> pl.T
     )
 
 
-def train(config: Config, resume: bool = False) -> TrainResult:
-    """Train the model a config describes and write its run directory."""
+def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback] = ()) -> TrainResult:
+    """Train the model a config describes and write its run directory (`callbacks`: extra Lightning callbacks,
+    e.g. the pruning callback of `polymodal tune`)."""
     run_dir = config.run_dir()
     pl.seed_everything(config.training.seed, workers=True, verbose=False)
     prep = prepare(config)
@@ -130,13 +153,17 @@ def train(config: Config, resume: bool = False) -> TrainResult:
         log.info("initialized %d tensors from %s", len(loaded), config.training.init_from)
     save_pipeline(run_dir, config, prep.processors, prep.task)
     module = PolymodalModule(model, prep.task, prep.processors, config.training,
-                             {o.name: o.weight for o in config.objectives})
+                             {o.name: o.weight for o in config.objectives},
+                             {m: spec.train for m, spec in config.modalities.items()})
     monitor = config.training.monitor or f"val_{prep.task.monitor}"
-    trainer = make_trainer(config, run_dir, monitor, prep.task.mode)
+    trainer = make_trainer(config, run_dir, monitor, prep.task.mode, callbacks)
     last = run_dir / "checkpoints" / "last.ckpt"
     cfg = config.training
-    loaders = [make_loader(prep.datasets["train"], cfg.batch_size, True, cfg.num_workers, cfg.seed),
-               make_loader(prep.datasets["val"], cfg.batch_size, False, cfg.num_workers)]
+    train_data = prep.stream if prep.stream is not None else prep.datasets["train"]
+    data = use_feature_cache(config, model.encoders, prep.processors,  # frozen encoders: stored features
+                             {"train": train_data, "val": prep.datasets["val"]}, device=feature_device(cfg))
+    loaders = [make_loader(data["train"], cfg.batch_size, True, cfg.num_workers, cfg.seed),
+               make_loader(data["val"], cfg.batch_size, False, cfg.num_workers)]
     log_csv = run_dir / "logs" / "metrics.csv"
     resuming = resume and last.is_file()
     previous = pd.read_csv(log_csv) if resuming and log_csv.is_file() else None
@@ -144,7 +171,9 @@ def train(config: Config, resume: bool = False) -> TrainResult:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*number of training batches.*")
+        warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")  # ours is exact
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # frozen encoders
         trainer.fit(module, *loaders, ckpt_path=str(last) if resuming else None)
     seconds = time.perf_counter() - start
     if previous is not None and trainer.global_rank == 0:
@@ -183,5 +212,5 @@ def evaluate_splits(model: MultimodalModel, prep: Prepared) -> dict[str, dict[st
     for split in SPLITS:
         if split in prep.datasets:
             outputs, target = predict_outputs(model.cpu(), prep.processors, prep.datasets[split])
-            out[split] = prep.task.metrics(outputs.logits, target, outputs.embeddings)  # type: ignore[arg-type]
+            out[split] = prep.task.metrics(prep.task.scores(outputs), target, outputs.embeddings)  # type: ignore[arg-type]
     return out

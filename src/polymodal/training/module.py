@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from polymodal.config import TrainingConfig
+from polymodal.config import EncoderTraining, TrainingConfig
 from polymodal.data.batch import Batch
 from polymodal.data.dataset import to_model_inputs
 from polymodal.model import MultimodalModel, Output
@@ -28,13 +29,16 @@ class PolymodalModule(pl.LightningModule):
         processors: batch-level normalization and augmentation per modality.
         training: optimizer and schedule settings.
         objective_weights: factor of each of `model.objectives` in the loss (default 1).
+        encoder_training: per modality, frozen or fine-tuned encoder and its own learning rate (default:
+            fine-tuned at `training.lr`). Frozen encoders get no gradients and stay in eval mode.
 
     Imbalance probes and the remedies' unimodal heads live in `self.imbalance`, not in the model: they are in
     training checkpoints but not in the saved weights, so predictions never depend on them.
     """
 
     def __init__(self, model: MultimodalModel, task: Task, processors: Mapping[str, Processor],
-                 training: TrainingConfig, objective_weights: Mapping[str, float] | None = None) -> None:
+                 training: TrainingConfig, objective_weights: Mapping[str, float] | None = None,
+                 encoder_training: Mapping[str, EncoderTraining] | None = None) -> None:
         super().__init__()
         self.model = model
         self.task = task
@@ -45,6 +49,22 @@ class PolymodalModule(pl.LightningModule):
         self._val_targets: list[Tensor] = []
         self._val_embeddings: list[dict[str, Tensor]] = []
         self.imbalance = Imbalance(model, task, training.imbalance, training.seed)
+        self.encoder_training = dict(encoder_training or {})
+        self.set_frozen(0)
+
+    def set_frozen(self, epoch: int) -> None:
+        """Freeze the encoders that are frozen at `epoch` (no gradients, eval mode), unfreeze the others."""
+        self._frozen = frozen_at(self.encoder_training, epoch)
+        for m, encoder in self.model.encoders.items():
+            encoder.requires_grad_(m not in self._frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> PolymodalModule:
+        """As nn.Module.train, but frozen encoders stay in eval mode (batch-norm statistics, no dropout)."""
+        super().train(mode)
+        for m in getattr(self, "_frozen", ()):
+            self.model.encoders[m].eval()
+        return self
 
     def forward(self, batch: Batch) -> Output:
         return self.model(batch)
@@ -77,6 +97,7 @@ class PolymodalModule(pl.LightningModule):
         return loss
 
     def on_train_epoch_start(self) -> None:
+        self.set_frozen(self.current_epoch)
         self._train_sums: dict[str, Tensor] = {}
         self._train_count = 0
         self.imbalance.reset_train()
@@ -103,7 +124,7 @@ class PolymodalModule(pl.LightningModule):
         self.log("val_loss", self.task.loss(out.logits, batch.target), batch_size=batch.size, sync_dist=True)
         for name, value in self.objective_losses(batch, out).items():
             self.log(f"val_{name}", value, batch_size=batch.size, sync_dist=True)
-        self._val_logits.append(out.logits.detach())
+        self._val_logits.append(self.task.scores(out).detach())
         if batch.target is not None:
             self._val_targets.append(batch.target)
         if out.embeddings is not None:
@@ -132,15 +153,29 @@ class PolymodalModule(pl.LightningModule):
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         cfg = self.training_config
-        params = [*self.model.parameters(), *self.imbalance.heads.parameters()]  # not the probes: own optimizer
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+        opt = torch.optim.AdamW(self.param_groups(), lr=cfg.lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(total - 1, int(cfg.warmup_epochs * total / cfg.epochs))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, warmup, total, cfg.scheduler))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Weight-decayed and not decayed parameters, per learning rate: encoders with their own `lr` get their
+        own groups; encoders frozen for the whole run are left out (those unfreezing later are in, idle until
+        they get gradients)."""
+        cfg = self.training_config
+        by_lr: dict[float, list[nn.Parameter]] = {cfg.lr: [*self.imbalance.heads.parameters()]}  # not the probes
+        own = {id(p): m for m, enc in self.model.encoders.items() for p in enc.parameters()}
+        for p in self.model.parameters():
+            spec = self.encoder_training.get(own.get(id(p), ""), EncoderTraining())
+            if spec.mode == "frozen" and spec.unfreeze_after is None:
+                continue
+            by_lr.setdefault(spec.lr or cfg.lr, []).append(p)
+        groups = []
+        for lr, params in by_lr.items():
+            groups += [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay, "lr": lr},
+                       {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "lr": lr}]
+        return [g for g in groups if g["params"]]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:  # type: ignore[type-arg]
         """Checkpoints from runs with other imbalance settings (or none): keep this run's probes and heads."""
@@ -167,6 +202,12 @@ def modality_dropout(batch: Batch, rates: float | Mapping[str, float]) -> Batch:
         rescue = torch.zeros_like(kept).scatter_(1, scores.argmax(1, keepdim=True), True)
         kept = torch.where(lost_all[:, None], rescue, kept)
     return Batch(batch.inputs, {m: kept[:, i] for i, m in enumerate(rate)}, batch.target, batch.index)
+
+
+def frozen_at(encoder_training: Mapping[str, EncoderTraining], epoch: int) -> set[str]:
+    """Modalities whose encoder is frozen during `epoch` (0-based)."""
+    return {m for m, t in encoder_training.items()
+            if t.mode == "frozen" and (t.unfreeze_after is None or epoch < t.unfreeze_after)}
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
