@@ -8,6 +8,12 @@ from torch import Tensor, nn
 from polymodal.encoders.base import ENCODERS, Encoder, EncoderOutput, masked_mean
 
 
+def transformer_stack(width: int, heads: int, layers: int, dropout: float) -> nn.TransformerEncoder:
+    """Pre-norm GELU Transformer layers over (B, T, width) tokens, shared by the sequence and video encoders."""
+    layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width, dropout=dropout,
+                                       activation="gelu", batch_first=True, norm_first=True)
+    return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
 class _TransformerEncoder(Encoder):
     def __init__(self, embed: nn.Module, out_dim: int, layers: int, heads: int, max_length: int,
                  dropout: float) -> None:
@@ -15,9 +21,7 @@ class _TransformerEncoder(Encoder):
         self.embed = embed
         self.pos = nn.Parameter(torch.zeros(1, max_length, out_dim))
         nn.init.trunc_normal_(self.pos, std=0.02)
-        layer = nn.TransformerEncoderLayer(out_dim, heads, dim_feedforward=2 * out_dim, dropout=dropout,
-                                           activation="gelu", batch_first=True, norm_first=True)
-        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.blocks = transformer_stack(out_dim, heads, layers, dropout)
         self.norm = nn.LayerNorm(out_dim)
         self.out_dim = out_dim
 

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from polymodal.encoders.base import ENCODERS, Encoder, EncoderOutput, masked_mean
 from polymodal.encoders.cnn import ImageCNN
+from polymodal.encoders.transformer import transformer_stack
 
 
 class FrameEncoder(nn.Module):
@@ -100,9 +101,7 @@ class VideoTransformer(Encoder):
         self.frames = FrameEncoder(in_channels, out_dim, width, blocks, motion)
         self.pos = nn.Parameter(torch.zeros(1, max_frames, out_dim))
         nn.init.trunc_normal_(self.pos, std=0.02)
-        layer = nn.TransformerEncoderLayer(out_dim, heads, dim_feedforward=2 * out_dim, dropout=dropout,
-                                           activation="gelu", batch_first=True, norm_first=True)
-        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.blocks = transformer_stack(out_dim, heads, layers, dropout)
         self.norm = nn.LayerNorm(out_dim)
         self.out_dim = out_dim
 
