@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-DOCS_TOOLS = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python")
+DOCS_TOOLS = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python", "griffe_pydantic")
 
 
 def _missing_docs_tools() -> list[str]:
@@ -32,8 +32,8 @@ def ci_test_command() -> str:
     return next(line for line in lines if line.startswith("python3 -m venv") and "pytest" in line)
 
 
-@pytest.mark.skipif(bool(_missing_docs_tools()), reason="the docs extra (mkdocs-material, mkdocstrings[python]) "
-                                                        "is not installed")
+@pytest.mark.skipif(bool(_missing_docs_tools()),
+                    reason="the docs extra (mkdocs-material, mkdocstrings[python], griffe-pydantic) is not installed")
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     cmd = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")]
