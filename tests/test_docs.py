@@ -32,6 +32,7 @@ def ci_test_command() -> str:
     return next(line for line in lines if line.startswith("python3 -m venv") and "pytest" in line)
 
 
+@pytest.mark.slow  # the whole site, API reference included (~20 s)
 @pytest.mark.skipif(bool(_missing_docs_tools()),
                     reason="the docs extra (mkdocs-material, mkdocstrings[python], griffe-pydantic) is not installed")
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
