@@ -302,7 +302,7 @@ def test_openapi_fuzz_never_5xx(run_dir: Path) -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    app = create_app(run_dir, ServeSettings(max_records=4, max_body_mb=0.2, timeout_s=5))
+    app = create_app(run_dir, ServeSettings(max_records=4, max_body_mb=0.2, timeout_s=5, allowed_hosts=("testserver",)))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [schema["/predict"]["POST"], schema["/embed"]["POST"], schema["/metadata"]["GET"]]
     seen: list[int] = []

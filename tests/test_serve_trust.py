@@ -23,7 +23,6 @@ from polymodal.config import parse_config
 from polymodal.processors.audio import AudioProcessor
 from polymodal.processors.image import ImageProcessor
 from polymodal.serve import ServeSettings, create_app
-from polymodal.serve.limits import DecodeBudget
 from polymodal.training.fit import train
 
 URL = "http://localhost"
@@ -118,6 +117,8 @@ def test_timeout_covers_decoding(run_dir: Path, data_dir: Path, monkeypatch: pyt
 
 
 def test_decode_budget_bounds_concurrent_decoding() -> None:
+    from polymodal.serve.limits import DecodeBudget
+
     active, peak, lock = [0], [0], threading.Lock()
 
     def work(cost: int) -> int:
