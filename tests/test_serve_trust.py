@@ -107,6 +107,20 @@ def test_limits_are_settings_listed_in_metadata(run_dir: Path, client: TestClien
         assert [e["field"] for e in response.json()["errors"]] == ["photo", "sound"]
 
 
+def test_video_limits_from_the_container(tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    from polymodal.datasets.video_digits import write_clip
+    from polymodal.serve.limits import DecodeLimits, LimitError, video_cost
+
+    path = tmp_path / "clip.mp4"
+    write_clip(path, np.zeros((16, 32, 32), np.uint8), 16, None, 8000)
+    assert video_cost(path.read_bytes(), DecodeLimits(4096, 60, 192000, 8, 16, 1024), 32) > 0
+    with pytest.raises(LimitError, match="video of 16 frames exceeds the limit of 10"):
+        video_cost(path.read_bytes(), DecodeLimits(4096, 60, 192000, 8, 10, 1024), 32)
+    with pytest.raises(LimitError, match="video frame of 32x32"):
+        video_cost(path.read_bytes(), DecodeLimits(1000, 60, 192000, 8, 16, 1024), 32)
+
+
 def test_timeout_covers_decoding(run_dir: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = ImageProcessor.decode_raw
     monkeypatch.setattr(ImageProcessor, "decode_raw", lambda self, v, r: time.sleep(1.5) or real(self, v, r))

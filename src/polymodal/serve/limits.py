@@ -93,9 +93,9 @@ def image_cost(data: bytes, limits: DecodeLimits) -> int:
     return frame_cost(width, height, bands, limits)
 
 
-def frame_cost(width: int, height: int, bands: int, limits: DecodeLimits) -> int:
+def frame_cost(width: int, height: int, bands: int, limits: DecodeLimits, what: str = "image") -> int:
     if width * height > limits.max_image_pixels:
-        raise LimitError(413, f"image of {width}x{height} = {width * height:,} pixels exceeds the limit of "
+        raise LimitError(413, f"{what} of {width}x{height} = {width * height:,} pixels exceeds the limit of "
                               f"{limits.max_image_pixels:,} (--max-image-pixels); resize it before sending")
     if bands > limits.max_channels:
         raise LimitError(422, f"image with {bands} channels; the limit is {limits.max_channels} (--max-channels)")
@@ -150,7 +150,7 @@ def video_cost(data: bytes, limits: DecodeLimits, size: int) -> int:
             frames = stream.frames or _declared_frames(stream, container)
     except (av.FFmpegError, OSError, ValueError):
         return 0
-    frame_cost(width, height, 3, limits)
+    frame_cost(width, height, 3, limits, "video frame")
     if frames > limits.max_video_frames:
         raise LimitError(413, f"video of {frames:,} frames exceeds the limit of {limits.max_video_frames:,} "
                               "(--max-video-frames)")
