@@ -87,6 +87,11 @@ def test_audio_bombs_are_refused_from_their_header(client: TestClient, decoded: 
     assert long.status_code == 413 and "audio of 120.0 s exceeds" in long.json()["detail"], long.text
     prime = client.post("/predict", json={"records": [{"sound": wav(np.zeros(100, np.int16), 999983)}]})
     assert prime.status_code == 422 and "999983 Hz" in prime.json()["detail"], prime.text
+    unknown = bytearray(base64.b64decode(flac))
+    unknown[21] &= 0xF0  # FLAC STREAMINFO: total samples 0 = unknown length
+    unknown[22:26] = bytes(4)
+    no_length = client.post("/predict", json={"records": [{"sound": b64(bytes(unknown))}]})
+    assert no_length.status_code == 413 and "does not declare its length" in no_length.json()["detail"]
     channels = client.post("/predict", json={"records": [{"sound": wav(np.zeros((100, 12), np.int16), 8000)}]})
     assert channels.status_code == 422 and "12 channels" in channels.json()["detail"], channels.text
     assert decoded == []

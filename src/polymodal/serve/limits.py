@@ -115,6 +115,8 @@ def audio_cost(data: bytes, limits: DecodeLimits, target_rate: int) -> int:
     if info.channels > limits.max_channels:
         raise LimitError(422, f"audio with {info.channels} channels; the limit is {limits.max_channels} "
                               "(--max-channels)")
+    if info.frames >= 2**62:  # libsndfile's "unknown" (a FLAC stream without its sample count)
+        raise LimitError(413, "audio that does not declare its length; send a file with a sample count in its header")
     seconds = info.frames / info.samplerate
     if not math.isfinite(seconds) or seconds > limits.max_audio_seconds:
         raise LimitError(413, f"audio of {seconds:,.1f} s exceeds the limit of {limits.max_audio_seconds:g} s "
