@@ -82,12 +82,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 _SERVE_LIMITS = [  # decoding limits of `polymodal serve` (polymodal.serve.limits): name, type, help
-    ("max_image_pixels", int, "largest image (width x height) a request may send"),
-    ("max_audio_seconds", float, "longest audio a request may send"),
-    ("max_sample_rate", int, "highest declared audio sample rate"),
-    ("max_channels", int, "most image bands or audio channels"),
-    ("max_video_frames", int, "most frames a video may declare"),
-    ("decode_memory_mb", float, "memory all requests may decode into at once"),
+    ("max_image_pixels", int, "largest image or video frame, width x height (default: 4096x3072, or more for a "
+                              "model with large images)"),
+    ("max_audio_seconds", float, "longest audio a request may send (default: 60, or 4x the model's max_seconds)"),
+    ("max_sample_rate", int, "highest declared audio sample rate (default: 192000)"),
+    ("max_channels", int, "most image bands or audio channels (default: 8)"),
+    ("max_video_frames", int, "most frames a video may declare (default: 60 per second of the model's clip)"),
+    ("decode_memory_mb", float, "memory all requests may decode into at once (default: 1024)"),
 ]
 
 
@@ -286,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-s", type=float, default=30.0, help="per request; then 504")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, mps")
     for name, kind, what in _SERVE_LIMITS:
-        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=f"{what} (default: from the run)")
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=what)
     p.add_argument("--allowed-hosts", nargs="+", default=None,
                    help="Host header names accepted, '*' for any (default: the bound address's)")
     p.add_argument("--api-key", default=None, help="require this key (Authorization: Bearer KEY); prefer the "
