@@ -40,7 +40,7 @@ def predictor(run_dir: Path) -> Predictor:
 
 @pytest.fixture(scope="module")
 def client(run_dir: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(run_dir, ServeSettings(max_records=8, max_body_mb=0.5))) as c:
+    with TestClient(create_app(run_dir, ServeSettings(max_records=8, max_body_mb=0.5)), base_url="http://localhost") as c:
         yield c
 
 
@@ -205,7 +205,7 @@ async def _concurrently(app: FastAPI, bodies: list[dict[str, Any]], gate: thread
     """Post every body at once. The model waits for `gate`, opened once `ready()` holds, or else once a first
     response (one that did not need the model) has arrived; returns that first response and all of them."""
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as c:
             tasks = [asyncio.create_task(c.post("/predict", json=b)) for b in bodies]
             first = None
             try:
@@ -302,7 +302,7 @@ def test_openapi_fuzz_never_5xx(run_dir: Path) -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    app = create_app(run_dir, ServeSettings(max_records=4, max_body_mb=0.2, timeout_s=5))
+    app = create_app(run_dir, ServeSettings(max_records=4, max_body_mb=0.2, timeout_s=5, allowed_hosts=("testserver",)))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [schema["/predict"]["POST"], schema["/embed"]["POST"], schema["/metadata"]["GET"]]
     seen: list[int] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,14 +81,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+_SERVE_LIMITS = [  # decoding limits of `polymodal serve` (polymodal.serve.limits): name, type, help
+    ("max_image_pixels", int, "largest image or video frame, width x height (default: 4096x3072, or more for a "
+                              "model with large images)"),
+    ("max_audio_seconds", float, "longest audio a request may send (default: 60, or 4x the model's max_seconds)"),
+    ("max_sample_rate", int, "highest declared audio sample rate (default: 192000)"),
+    ("max_channels", int, "most image bands or audio channels (default: 8)"),
+    ("max_video_frames", int, "most frames a video may declare (default: 60 per second of the model's clip)"),
+    ("decode_memory_mb", float, "memory all requests may decode into at once (default: 1024)"),
+]
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from polymodal.serve import ServeSettings, serve
     except ImportError as err:
         raise SystemExit(f"polymodal serve needs the serving extra: pip install 'polymodal[serve]' ({err})") from None
+    from polymodal.serve.security import API_KEY_ENV
+
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
                              max_records=args.max_records, max_body_mb=args.max_body_mb, timeout_s=args.timeout_s,
-                             device=args.device)
+                             device=args.device, **{k: getattr(args, k) for k, _, _ in _SERVE_LIMITS}, host=args.host,
+                             allowed_hosts=tuple(args.allowed_hosts) if args.allowed_hosts else None,
+                             api_key=args.api_key or os.environ.get(API_KEY_ENV) or None)
     serve(args.run_dir, host=args.host, port=args.port, settings=settings)
     return 0
 
@@ -270,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-mb", type=float, default=20.0, help="request body size limit")
     p.add_argument("--timeout-s", type=float, default=30.0, help="per request; then 504")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, mps")
+    for name, kind, what in _SERVE_LIMITS:
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=what)
+    p.add_argument("--allowed-hosts", nargs="+", default=None,
+                   help="Host header names accepted, '*' for any (default: the bound address's)")
+    p.add_argument("--api-key", default=None, help="require this key (Authorization: Bearer KEY); prefer the "
+                                                   "POLYMODAL_API_KEY environment variable; needed off loopback")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("validate", help="check the data of a config; exit 1 if training would stop")

@@ -31,6 +31,7 @@ from polymodal.run import CONFIG, STATE, WEIGHTS, Run, load_run
 FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 EXPORTERS: tuple[str, ...] = ("auto", "legacy", "dynamo")
 MANIFEST = "export.json"
+PREPROCESS = "preprocess.py"  # standalone numpy preprocessing, copied next to the model
 MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
 DEFAULT_OPSET = 18
 MIN_OPSET, MAX_OPSET = 14, 20  # what both exporters can write (the legacy one stops at 20)
@@ -220,6 +221,7 @@ def _finish(run: Run, probe: Probe, model_file: Path, exporter: str, opset: int 
             note: str = "") -> ExportResult:
     shutil.copyfile(run.path / STATE, model_file.parent / STATE)
     shutil.copyfile(run.path / CONFIG, model_file.parent / CONFIG)
+    shutil.copyfile(Path(__file__).parent / PREPROCESS, model_file.parent / PREPROCESS)
     fmt = "onnx" if model_file.suffix == ".onnx" else "torchscript"
     inputs = probe.inputs
     if fmt == "onnx":
@@ -255,7 +257,7 @@ def build_manifest(run: Run, model_file: str, fmt: str, exporter: str, inputs: S
         "inputs": [s.to_json() for s in inputs],
         "outputs": [output_entry(s, run) for s in output_specs(run.model)],
         "modalities": {m: modality_entry(run, m) for m in run.processors},
-        "preprocessing": {"state": STATE, "config": CONFIG},
+        "preprocessing": {"state": STATE, "config": CONFIG, "module": PREPROCESS},
         "check": {"max_abs_diff": diff, "tolerance": TOLERANCE},
         "note": note,
     }

@@ -23,9 +23,10 @@ def _text(spec: Any, m: str) -> str:
 
 
 def _audio(spec: Any, m: str) -> str:
-    return (f"mel (B, T, {spec.n_mels}) float32: mono, resampled to {spec.sample_rate} Hz, "
-            f"cut to {spec.max_seconds} s; "
-            f"log(mel power + 1e-6) of 25 ms Hann windows every 10 ms (HTK mel filterbank, {spec.n_mels} bands), "
+    return (f"mel (B, T, {spec.n_mels}) float32: mono, resampled to {spec.sample_rate} Hz as "
+            f"scipy.signal.resample_poly does (Kaiser window, beta 5), cut to {spec.max_seconds} s; "
+            "log(mel power + 1e-6) of 25 ms periodic Hann windows centred in a power-of-2 FFT frame every 10 ms, "
+            f"no edge padding (HTK mel filterbank, {spec.n_mels} bands), "
             f"then (x - mean) / std per band ({_STATE_NOTE.format(m=m)}), padding steps 0; "
             "mask (B, T) bool: True for real steps")
 
@@ -61,6 +62,7 @@ def modality_entry(run: Run, m: str) -> dict[str, Any]:
         "encoder": type(run.model.encoders[m]).__name__,
         "presence_input": input_name(m, "present"),
         "preprocessing": describe(spec, m) if describe else f"see the {spec.type} processor",
+        "spec": {k: v for k, v in spec.model_dump(mode="json").items() if k != "encoder"},  # what preprocess.py reads
         "missing": (f"set {input_name(m, 'present')} to false for that record; its other inputs are then ignored "
                     "but must be finite and of the right shape: zeros, and for sequences at least one step whose "
                     "mask is true (what the processor gives a missing value)"),

@@ -14,7 +14,7 @@ import importlib.metadata
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,19 @@ from polymodal.data.dataset import Decoded, MultimodalDataset, to_model_inputs
 from polymodal.model import Output
 from polymodal.run import Run, load_run
 from polymodal.serve.batching import MicroBatcher, QueueFull
-from polymodal.serve.inputs import FILE_KINDS, InputField, Problem, RequestError, decode_records, input_fields, merge
+from polymodal.serve.guard import finite_results, safe_text
+from polymodal.serve.inputs import (
+    FILE_KINDS,
+    InputField,
+    Problem,
+    RequestError,
+    coerce_records,
+    input_fields,
+    merge,
+    read_records,
+)
+from polymodal.serve.limits import MB, DecodeBudget, DecodeLimits, check_files, resolve_limits
+from polymodal.serve.security import RequestGuard, check_binding, default_hosts
 
 STATIC = Path(__file__).parent / "static"
 
@@ -43,8 +55,25 @@ class ServeSettings:
     queue_size: int = 256  # requests waiting; more get 503
     max_records: int = 256  # records per request
     max_body_mb: float = 20.0  # request body size
-    timeout_s: float = 30.0  # per request, queue wait + inference; then 504
+    timeout_s: float = 30.0  # per request, decoding + queue wait + inference; then 504
     device: str = "cpu"  # where the model runs (cpu, cuda, cuda:1, mps)
+    # decoding limits (polymodal.serve.limits); None: derived from the run's processors
+    max_image_pixels: int | None = None
+    max_audio_seconds: float | None = None
+    max_sample_rate: int | None = None
+    max_channels: int | None = None
+    max_video_frames: int | None = None
+    decode_memory_mb: float | None = None
+    # who may connect (polymodal.serve.security)
+    host: str = "127.0.0.1"  # the bound address
+    allowed_hosts: tuple[str, ...] | None = None  # Host header names accepted; None: the bound address's
+    api_key: str | None = field(default=None, repr=False)  # required to bind a non-loopback address
+
+    def public(self, limits: DecodeLimits) -> dict[str, Any]:
+        """The settings as `/metadata` lists them: decoding limits resolved, the API key only as required or not."""
+        out = {k: v for k, v in asdict(self).items() if k != "api_key"}
+        return {**out, **limits.to_json(), "allowed_hosts": list(self.allowed_hosts or default_hosts(self.host)),
+                "api_key_required": bool(self.api_key)}
 
 
 @dataclass
@@ -124,7 +153,7 @@ class Service:
             "fusion": {"name": config.fusion.name, **config.fusion.options},
             "modalities": modalities,
             "explain": self.explains,
-            "limits": asdict(settings),
+            "limits": settings.public(resolve_limits(self.run.processors, asdict(settings))),
         }
 
 
@@ -164,7 +193,9 @@ def parse_json(body: bytes) -> tuple[list[Any], bool]:
     """The records (and the explain flag) of a JSON body `{"records": [...], "explain": false}`."""
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except RecursionError:
+        raise RequestError(400, message="the body nests JSON too deeply; a record is an object of fields") from None
+    except ValueError as err:  # invalid JSON or UTF-8, or an integer of more digits than Python converts
         raise RequestError(400, message=f"the body is not valid JSON ({err})") from None
     if not isinstance(data, dict) or not isinstance(data.get("records"), list):
         raise RequestError(400, message='expected a JSON object {"records": [{field: value, ...}, ...]}')
@@ -206,7 +237,10 @@ async def parse_form(request: Request, fields: dict[str, InputField], limit: int
 def create_app(run: str | Path | Run, settings: ServeSettings | None = None) -> FastAPI:
     """The FastAPI app serving one run directory (or an already loaded Run)."""
     settings = settings or ServeSettings()
+    check_binding(settings.host, settings.api_key)
     service = Service(run if isinstance(run, Run) else load_run(run), settings.device)
+    limits = resolve_limits(service.run.processors, asdict(settings))
+    budget = DecodeBudget(int(limits.decode_memory_mb * MB))
     batcher: MicroBatcher[Work, list[dict[str, Any]]] = MicroBatcher(
         service.infer, settings.max_batch, settings.max_wait_ms, settings.queue_size)
 
@@ -221,6 +255,8 @@ def create_app(run: str | Path | Run, settings: ServeSettings | None = None) -> 
                               f"({service.run.config.target.task}).")
     app.state.service, app.state.batcher, app.state.settings = service, batcher, settings
     app.add_exception_handler(RequestError, _request_error)  # type: ignore[arg-type]
+    app.add_middleware(RequestGuard, allowed_hosts=settings.allowed_hosts or default_hosts(settings.host),
+                       api_key=settings.api_key)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     async def records_of(request: Request) -> tuple[list[Any], bool]:
@@ -241,17 +277,27 @@ def create_app(run: str | Path | Run, settings: ServeSettings | None = None) -> 
                                             f"{settings.max_records} (--max-records)")
         return records, explain
 
-    async def run_records(request: Request, explain: bool) -> list[dict[str, Any]]:
-        records, explain_in_body = await records_of(request)
-        decoded = await run_in_threadpool(decode_records, records, service.fields, service.run.processors)
-        work = Work(decoded, explain or explain_in_body)
-        if work.explain and not service.explains:
+    def checked(records: list[Any]) -> tuple[list[dict[str, Any]], int]:
+        """Coerced records and the bytes decoding their files needs, every file header within the limits."""
+        values = coerce_records(records, service.fields)
+        return values, check_files(values, service.fields, service.run.processors, limits)
+
+    async def answer(records: list[Any], explain: bool) -> list[dict[str, Any]]:
+        if explain and not service.explains:
             raise RequestError(400, message=f"explain needs a task head; a {service.run.config.target.task} run "
                                             "has none")
+        values, cost = await run_in_threadpool(checked, records)
+        decoded = await budget.run(cost, read_records, values, service.fields, service.run.processors)
+        work = Work(decoded, explain)
         try:
-            return await batcher.submit(work, work.size, settings.timeout_s)
+            return finite_results(await batcher.submit(work, work.size, settings.timeout_s))
         except QueueFull as err:
             raise RequestError(503, message=f"the server is busy ({err}); retry shortly") from None
+
+    async def run_records(request: Request, explain: bool) -> list[dict[str, Any]]:
+        records, explain_in_body = await records_of(request)
+        try:  # the timeout covers decoding, the queue and inference
+            return await asyncio.wait_for(answer(records, explain or explain_in_body), settings.timeout_s)
         except asyncio.TimeoutError:
             raise RequestError(504, message=f"no result within {settings.timeout_s:g} s (--timeout-s); the server "
                                             "is overloaded or the request too large") from None
@@ -293,8 +339,8 @@ def create_app(run: str | Path | Run, settings: ServeSettings | None = None) -> 
     async def report() -> Response:
         path = service.run.path / "report.html"
         if not path.is_file():
-            return HTMLResponse(f"<p>No report in {service.run.path}: run <code>polymodal report "
-                                f"{service.run.path}</code> to write one.</p>", status_code=404)
+            return HTMLResponse("<p>This run has no report yet: run <code>polymodal report RUN_DIR</code> on the "
+                                "run directory to write one.</p>", status_code=404)
         return FileResponse(path, media_type="text/html")
 
     return app
@@ -302,16 +348,21 @@ def create_app(run: str | Path | Run, settings: ServeSettings | None = None) -> 
 
 async def _request_error(request: Request, err: RequestError) -> JSONResponse:
     headers = {"Retry-After": "1"} if err.status == 503 else None
-    errors = [{"record": p.record, "field": p.field, "message": p.message} for p in err.problems]
-    return JSONResponse({"detail": str(err), "errors": errors}, status_code=err.status, headers=headers)
+    errors = [{"record": p.record, "field": safe_text(p.field), "message": safe_text(p.message)}
+              for p in err.problems]
+    return JSONResponse({"detail": safe_text(str(err)), "errors": errors}, status_code=err.status, headers=headers)
 
 
 _ERROR = {"content": {"application/json": {"schema": {"type": "object", "properties": {
     "detail": {"type": "string"}, "errors": {"type": "array", "items": {"type": "object"}}}}}}}
 _ERROR_DOCS: dict[int | str, dict[str, Any]] = {
     400: {"description": "malformed records (each problem names its record index and field)", **_ERROR},
-    413: {"description": "body or number of records over the limit", **_ERROR},
+    401: {"description": "the server needs an API key (Authorization: Bearer <key> or X-API-Key)", **_ERROR},
+    403: {"description": "a cross-site request (its Origin is another site)", **_ERROR},
+    413: {"description": "body, number of records, or a file's declared size over the limit", **_ERROR},
     415: {"description": "neither JSON nor multipart", **_ERROR},
+    422: {"description": "a file declares values out of range (sample rate, channels), or the model's output "
+                         "for a record is not finite", **_ERROR},
     503: {"description": "queue full: retry after the Retry-After header's seconds", **_ERROR},
     504: {"description": "no result within the request timeout", **_ERROR},
 }

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from polymodal.config import Config
 from polymodal.data.dataset import Decoded
 from polymodal.errors import RecordError
@@ -149,15 +151,34 @@ def _numbers(value: Any) -> list[Any]:
 def decode_records(records: Sequence[Any], fields: Mapping[str, InputField],
                    processors: Mapping[str, Processor]) -> Decoded:
     """Arrays of every record, with missing modalities marked; raises RequestError(400) listing every problem."""
-    out = Decoded({m: [] for m in processors}, {m: [] for m in processors}, [], [])
+    return read_records(coerce_records(records, fields), fields, processors)
+
+
+def coerce_records(records: Sequence[Any], fields: Mapping[str, InputField]) -> list[dict[str, Any]]:
+    """Every record's values as the processors read them (files as bytes, not decoded yet); raises
+    RequestError(400) listing every problem."""
+    values: list[dict[str, Any]] = []
     problems: list[Problem] = []
     for i, record in enumerate(records):
         if not isinstance(record, dict):
             problems.append(Problem(i, None, f"expected an object of field: value, got {type(record).__name__}"))
             continue
-        values, bad = _coerce_record(i, record, fields)
-        items, present, failed = _read_record(i, values, processors, fields)
-        problems += bad + failed
+        coerced, bad = _coerce_record(i, record, fields)
+        values.append(coerced)
+        problems += bad
+    if problems:
+        raise RequestError(400, problems)
+    return values
+
+
+def read_records(values: Sequence[dict[str, Any]], fields: Mapping[str, InputField],
+                 processors: Mapping[str, Processor]) -> Decoded:
+    """Decoded arrays of coerced records; raises RequestError(400) listing every record that cannot be read."""
+    out = Decoded({m: [] for m in processors}, {m: [] for m in processors}, [], [])
+    problems: list[Problem] = []
+    for i, record in enumerate(values):
+        items, present, failed = _read_record(i, record, processors, fields)
+        problems += failed
         for m in processors:
             out.items[m].append(items[m])
             out.present[m].append(present[m])
@@ -196,12 +217,21 @@ def _read_record(i: int, values: dict[str, Any], processors: Mapping[str, Proces
         try:
             item = proc.read(raw, _NOWHERE)
             proc.check(item)
+            _check_finite(item, proc.kind)
             items[m], present[m] = item, True
         except RecordError as err:
             problems.append(Problem(i, where, str(err)))
         except Exception as err:  # noqa: BLE001 - a decoder's own failure on hostile bytes is still bad input
             problems.append(Problem(i, where, f"cannot decode {proc.kind} ({type(err).__name__}: {err})"))
     return items, present, problems
+
+
+def _check_finite(item: Arrays, kind: str) -> None:
+    """Decoded features must be finite: a file whose samples overflow them (a float WAV of 1e30) is bad input."""
+    for key, array in item.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise RecordError(f"the {kind} decodes to non-finite {key} values (samples far outside the usual "
+                              "range, e.g. float audio beyond +-1); send the file at a normal level")
 
 
 def merge(parts: Sequence[Decoded]) -> Decoded:

@@ -105,6 +105,17 @@ function show(result) {
   document.getElementById("result").hidden = false;
 }
 
+// A server started with an API key answers 401: ask for the key once, keep it for this tab, send it as X-API-Key.
+async function call(url, options = {}) {
+  const send = () => fetch(url, { ...options, headers: { "X-API-Key": sessionStorage.getItem("apiKey") || "" } });
+  let response = await send();
+  if (response.status === 401) {
+    sessionStorage.setItem("apiKey", window.prompt("This server needs an API key:") || "");
+    response = await send();
+  }
+  return response;
+}
+
 async function submit(event) {
   event.preventDefault();
   const error = document.getElementById("error");
@@ -113,7 +124,7 @@ async function submit(event) {
   button.disabled = true;
   try {
     const explain = document.getElementById("explain").checked;
-    const response = await fetch(`/predict?explain=${explain}`, { method: "POST", body: formData(event.target) });
+    const response = await call(`/predict?explain=${explain}`, { method: "POST", body: formData(event.target) });
     const body = await response.json();
     if (!response.ok) throw new Error(body.detail || JSON.stringify(body));
     show(body.predictions[0]);
@@ -138,7 +149,7 @@ function switchTab(button) {
 async function init() {
   for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => switchTab(tab));
   document.getElementById("predict-form").addEventListener("submit", submit);
-  const meta = await (await fetch("/metadata")).json();
+  const meta = await (await call("/metadata")).json();
   document.getElementById("title").textContent = `polymodal: ${meta.name}`;
   const classes = meta.target.classes.length ? `, classes ${meta.target.classes.join(", ")}` : "";
   document.getElementById("subtitle").textContent =
