@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from polymodal.model import MultimodalModel, Output
 
 
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
 @OBJECTIVES.register("contrastive")
 class Contrastive(Objective):
     """Projects each modality's pooled features into one embedding space and aligns paired records.
@@ -29,7 +32,9 @@ class Contrastive(Objective):
         in_dims: pooled encoder width per modality (derived).
         fused_dim: fused width (derived, unused).
         embed_dim: width E of the shared embedding space.
-        temperature: initial temperature; the logit scale 1/temperature is learned and clamped at 100.
+        temperature: initial temperature; the logit scale 1/temperature is learned. As in CLIP, its log is
+            clamped to [0, log 100] after each optimizer step (`after_step`), not in the forward pass, where the
+            clamp would stop its gradient for good once it passed the cap.
     """
 
     def __init__(self, in_dims: Mapping[str, int], fused_dim: int, embed_dim: int = 128,
@@ -41,7 +46,11 @@ class Contrastive(Objective):
 
     @property
     def scale(self) -> Tensor:
-        return self.logit_scale.clamp(max=math.log(100.0)).exp()
+        return self.logit_scale.exp()
+
+    def after_step(self) -> None:
+        with torch.no_grad():
+            self.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
 
     def embed(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """L2-normalised (B, E) embedding for each modality in `features` (pooled (B, D_m) encoder features)."""

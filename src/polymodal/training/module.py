@@ -115,6 +115,8 @@ class PolymodalModule(pl.LightningModule):
     def optimizer_step(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().optimizer_step(*args, **kwargs)
         self.imbalance.after_optimizer_step(self.model)  # OGM-GE on the parameter change (ogm_scale: step)
+        for objective in self.model.objectives.values():  # e.g. the contrastive temperature's clamp
+            objective.after_step()
 
     def _reduce(self, x: Tensor, op: str) -> Tensor:
         return self.trainer.strategy.reduce(x, reduce_op=op)
