@@ -36,7 +36,7 @@ class Contrastive(Objective):
         fused_dim: fused width (derived, unused).
         embed_dim: width E of the shared embedding space.
         temperature: initial temperature; the logit scale 1/temperature is learned. As in CLIP, its log is
-            clamped to [0, log 100] after each optimizer step (`after_step`), not in the forward pass, where the
+            capped at log 100 after each optimizer step (`after_step`), not in the forward pass, where the
             clamp would stop its gradient for good once it passed the cap.
         gather: in a multi-process run, contrast against the embeddings of all processes (else local only).
     """
@@ -55,7 +55,7 @@ class Contrastive(Objective):
 
     def after_step(self) -> None:
         with torch.no_grad():
-            self.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
+            self.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
 
     def embed(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """L2-normalised (B, E) embedding for each modality in `features` (pooled (B, D_m) encoder features)."""
