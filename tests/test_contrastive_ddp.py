@@ -53,7 +53,8 @@ def batch_and_output(rows: torch.Tensor) -> tuple[Batch, Output]:
     """Records `rows` of one fixed global batch; b is missing on records 3, 5 and 7 (odd: rank 1 has fewer)."""
     g = torch.Generator().manual_seed(1)
     features = {m: torch.randn(N, d, generator=g)[rows] for m, d in DIMS.items()}
-    present = {"a": torch.ones(N, dtype=torch.bool)[rows], "b": ~torch.isin(torch.arange(N), torch.tensor([3, 5, 7]))[rows]}
+    missing_b = torch.isin(torch.arange(N), torch.tensor([3, 5, 7]))  # (N,)
+    present = {"a": torch.ones(N, dtype=torch.bool)[rows], "b": ~missing_b[rows]}
     out = Output(logits=torch.zeros(len(rows), 0), fused=torch.zeros(len(rows), 4), features=features)
     return Batch({}, present, None, rows), out
 

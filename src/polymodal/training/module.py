@@ -110,7 +110,7 @@ class PolymodalModule(pl.LightningModule):
             self.log(name, value)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.imbalance.before_optimizer_step(self.model, self._reduce)  # OGM-GE, gradient norms (before clipping)
+        self.imbalance.before_optimizer_step(self.model, self._reduce, self.current_epoch)  # OGM-GE, grad norms
 
     def optimizer_step(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().optimizer_step(*args, **kwargs)
