@@ -12,7 +12,8 @@ Diagnostics (`diagnostics: true`, the default), logged once per epoch into the r
   (after any remedy, before clipping), mean over the epoch's optimizer steps.
 - `confidence_<m>`: mean probability of the true class under modality m's unimodal prediction on the training
   batches (the score OGM-GE compares); `confidence_ratio`: the largest of them over the smallest. Unimodal
-  predictions are the fusion's per-modality logits where it has them (late fusion), else the probes'.
+  predictions are the fusion's per-modality logits where it has them (late fusion), else the probes' (with
+  OGM-GE's paper form: the fused model's prediction from each modality alone, the score it compares).
 Probes and confidences need a single-label task (binary, multiclass); for multilabel, regression and retrieval
 only `grad_norm_<m>` is logged.
 
@@ -26,8 +27,8 @@ its layers; the published OGM-GE code only touches 4-D convolution weights):
   `ogm_form: continuous` is polymodal's first form: 1 - tanh(alpha * (rho_m - 1)), s from the probes, every
   epoch (details in `polymodal.training.ogm`). Generalisation enhancement (`ge_noise`): Gaussian noise with the
   standard deviation of the unmodulated gradient is added to every encoder's gradient, as in the reference
-  code. Logged: `ogm_coeff_<m>` (mean k per modulated epoch). The paper trains with SGD, where scaling the gradient
-  scales the step; Adam(W) divides by a running gradient scale, so a slowly varying k mostly cancels out.
+  code. Logged: `ogm_coeff_<m>` (mean k per modulated epoch). The paper trains with SGD, where scaling the
+  gradient scales the step; Adam(W) divides by a running gradient scale, so a slowly varying k mostly cancels out.
   `ogm_scale: step` therefore offers the same modulation applied to each encoder's parameter change after
   the optimizer step (identical to the paper for plain SGD; the GE noise still goes into the gradient).
 - `aux_losses`: loss = task loss + aux_weight * sum_m L_m, with L_m the task loss of modality m's unimodal
