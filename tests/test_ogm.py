@@ -26,6 +26,8 @@ def test_paper_coefficient_is_eq_10() -> None:
 def test_modulation_window_is_the_authors_inclusive_epochs() -> None:
     config = ImbalanceConfig(method="ogm_ge")
     assert (config.ogm_form, config.ogm_start, config.ogm_end) == ("paper", 0, 50)
+    with pytest.raises(ValueError, match="ogm_end: 2 is before ogm_start 5"):
+        ImbalanceConfig(method="ogm_ge", ogm_start=5, ogm_end=2)
     assert in_window(0, 0, 50) and in_window(50, 0, 50) and not in_window(51, 0, 50)
     assert in_window(1000, 3, None) and not in_window(2, 3, None)
 

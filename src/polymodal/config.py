@@ -387,6 +387,13 @@ class ImbalanceConfig(Strict):
     blend_window: int = Field(3, ge=1, description="grad_blend: epochs between two estimates of the blending "
                                                    "weights (the paper's super-epoch)")
 
+    @model_validator(mode="after")
+    def _window(self) -> ImbalanceConfig:
+        if self.ogm_end is not None and self.ogm_end < self.ogm_start:
+            raise ValueError(f"training.imbalance.ogm_end: {self.ogm_end} is before ogm_start {self.ogm_start}, so "
+                             "OGM-GE would never modulate; set ogm_end >= ogm_start (or null: to the end)")
+        return self
+
 
 class TrainingConfig(Strict):
     epochs: int = Field(20, ge=1)
