@@ -2,19 +2,24 @@
 
     python benchmarks/imbalance.py                       # seeds 0 and 1, 12 epochs, one CPU thread
     python benchmarks/imbalance.py --seeds 0 --epochs 6 --methods joint ogm_ge --no-unimodal
+    python benchmarks/imbalance.py --methods joint ogm_ge ogm_ge_continuous ogm_ge_step --no-unimodal  # OGM-GE forms
 
 Every run is concat fusion over small CNN encoders (image_cnn and audio_cnn, width 8, 32 features) with the
 same optimizer (AdamW), epochs, batch size and seed; only `training.imbalance` changes (joint = plain joint
-training; ogm_ge_step = OGM-GE applied to the parameter change, `ogm_scale: step`). Unimodal references (one
+training; ogm_ge = OGM-GE in the paper's form, Eq. 10 with the fused model's per-modality confidences;
+ogm_ge_continuous = polymodal's first form, `ogm_form: continuous`; ogm_ge_step = the paper's form applied to the
+parameter change, `ogm_scale: step`). Unimodal references (one
 modality, same encoder) show what each modality reaches alone. Prints, and writes to OUT/imbalance.csv, per
 variant (mean over seeds): fused test accuracy (best-validation checkpoint), each modality's linear-probe
-accuracy (validation, final epoch; the imbalance diagnostic) and train seconds.
+accuracy (validation, final epoch; the imbalance diagnostic), OGM-GE's mean factor k per modality (`k_<m>`,
+over the modulated steps) and train seconds; the load average before and after.
 Results: benchmarks/results/imbalance.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,7 @@ DATASET = "av_digits_imbalanced"
 VARIANTS: dict[str, dict[str, Any]] = {  # table row -> training.imbalance
     "joint": {"method": "none"},
     "ogm_ge": {"method": "ogm_ge"},
+    "ogm_ge_continuous": {"method": "ogm_ge", "ogm_form": "continuous"},
     "ogm_ge_step": {"method": "ogm_ge", "ogm_scale": "step"},
     "grad_blend": {"method": "grad_blend"},
     "aux_losses": {"method": "aux_losses"},
@@ -60,7 +66,8 @@ def run(name: str, modalities: list[str], imbalance: dict[str, Any], out: Path, 
     log = pd.read_csv(result.run_dir / "logs" / "metrics.csv")
     last = log[log["epoch"] == log["epoch"].max()].max(numeric_only=True)
     probes = {f"probe_{m}": last.get(f"probe_acc_{m}", float("nan")) for m in SPECS}
-    row = {"method": name, "seed": seed, "test_accuracy": result.metrics["test"]["accuracy"], **probes,
+    coeffs = {f"k_{m}": log[f"ogm_coeff_{m}"].mean() if f"ogm_coeff_{m}" in log else float("nan") for m in SPECS}
+    row = {"method": name, "seed": seed, "test_accuracy": result.metrics["test"]["accuracy"], **probes, **coeffs,
            "train_seconds": result.train_seconds}
     print(f"  {name:<11} seed {seed}: " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()
                                                     if isinstance(v, float) and k != "train_seconds")
@@ -79,6 +86,7 @@ def main() -> None:
                                                                    "slows these small models down many times)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(f"load average before: {os.getloadavg()}", flush=True)
     rows = []
     for seed in args.seeds:
         if not args.no_unimodal:
@@ -90,6 +98,7 @@ def main() -> None:
     print(f"\n{DATASET}, concat fusion, {args.epochs} epochs, seeds {args.seeds} (mean); probes: validation, "
           "final epoch; test accuracy: best-validation checkpoint")
     print(markdown(table))
+    print(f"load average after: {os.getloadavg()}")
 
 
 def markdown(table: pd.DataFrame) -> str:

@@ -71,14 +71,14 @@ def test_closed_form_probe_gradients_match_autograd(classes: int) -> None:
     assert torch.allclose(true[present], true_class_probability(z.detach(), target[present]), atol=1e-6)
 
 
-def test_ogm_coefficients_on_hand_made_confidences() -> None:
-    k = ogm_coefficients({"audio": 0.9, "image": 0.3}, alpha=0.5)
+def test_continuous_ogm_coefficients_on_hand_made_confidences() -> None:
+    k = ogm_coefficients({"audio": 0.9, "image": 0.3}, alpha=0.5, form="continuous")
     assert k["image"] == 1.0  # the weaker modality keeps its gradient
     assert k["audio"] == pytest.approx(1 - math.tanh(0.5 * (0.9 / 0.3 - 1)))
-    assert ogm_coefficients({"a": 0.5, "b": 0.5}, 1.0) == {"a": 1.0, "b": 1.0}
-    three = ogm_coefficients({"a": 0.8, "b": 0.2, "c": 0.2}, 1.0)  # a against the mean of the others
+    assert ogm_coefficients({"a": 0.5, "b": 0.5}, 1.0, "continuous") == {"a": 1.0, "b": 1.0}
+    three = ogm_coefficients({"a": 0.8, "b": 0.2, "c": 0.2}, 1.0, "continuous")  # a against the mean of the others
     assert three["b"] == three["c"] == 1.0 and three["a"] == pytest.approx(1 - math.tanh(3.0))
-    assert ogm_coefficients({"only": 0.7}, 1.0) == {"only": 1.0}
+    assert ogm_coefficients({"only": 0.7}, 1.0, "continuous") == {"only": 1.0}
 
 
 def test_ogm_ge_shrinks_the_dominant_mlp_encoders_gradient() -> None:
@@ -88,12 +88,12 @@ def test_ogm_ge_shrinks_the_dominant_mlp_encoders_gradient() -> None:
     loss = task.loss(out.logits, batch.target)
     loss.backward()
     before = {m: float(grad_norm(e.parameters())) for m, e in model.encoders.items()}  # type: ignore[arg-type]
-    imbalance = Imbalance(model, task, ImbalanceConfig(method="ogm_ge", ge_noise=False))
+    imbalance = Imbalance(model, task, ImbalanceConfig(method="ogm_ge", ogm_form="continuous", ge_noise=False))
     confident = 10.0 * nn.functional.one_hot(batch.target, 3).float()  # (B, 3): the strong modality is sure
     hand = Output(out.logits, out.fused, out.features, modality_logits={"strong": confident,
                                                                         "weak": torch.zeros(batch.size, 3)})
     imbalance.observe_train(batch, hand, loss, {})
-    imbalance.before_optimizer_step(model, lambda x, op: x)
+    imbalance.before_optimizer_step(model, lambda x, op: x, 0)
     after = {m: float(grad_norm(e.parameters())) for m, e in model.encoders.items()}  # type: ignore[arg-type]
     p_strong, p_weak = torch.softmax(confident[0], 0)[0].item(), 1 / 3
     k = 1 - math.tanh(0.5 * (p_strong / p_weak - 1))
@@ -110,12 +110,13 @@ def ogm_change(scale: str, strong_sure: bool = True) -> dict[str, torch.Tensor]:
     out = model(batch)
     loss = task.loss(out.logits, batch.target)
     loss.backward()
-    imbalance = Imbalance(model, task, ImbalanceConfig(method="ogm_ge", ge_noise=False, ogm_scale=scale))
+    imbalance = Imbalance(model, task, ImbalanceConfig(method="ogm_ge", ogm_form="continuous", ge_noise=False,
+                                                      ogm_scale=scale))
     sure = 10.0 * nn.functional.one_hot(batch.target, 3).float() * strong_sure  # (B, 3)
     hand = Output(out.logits, out.fused, out.features, modality_logits={"strong": sure,
                                                                         "weak": torch.zeros(batch.size, 3)})
     imbalance.observe_train(batch, hand, loss, {})
-    imbalance.before_optimizer_step(model, lambda x, op: x)
+    imbalance.before_optimizer_step(model, lambda x, op: x, 0)
     optimizer.step()
     imbalance.after_optimizer_step(model)
     return {m: torch.cat([p.detach().flatten() for p in e.parameters()]) - before[m] for m, e in model.encoders.items()}

@@ -6,9 +6,13 @@ from __future__ import annotations
 import copy
 import math
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from conftest import make_config
+from safetensors.torch import load_file
 from torch import nn
 
 from polymodal.config import ConfigError, parse_config
@@ -19,6 +23,7 @@ from polymodal.model import MultimodalModel, Output
 from polymodal.objectives import OBJECTIVES, Contrastive
 from polymodal.objectives.dcca import total_correlation
 from polymodal.objectives.reconstruction import drop_one
+from polymodal.training.fit import train
 
 
 def toy_batch(n: int = 64, seed: int = 0) -> Batch:
@@ -82,9 +87,28 @@ def test_contrastive_loss_equals_the_symmetric_cross_entropy() -> None:
         return float(np.mean([-m[i, i] + np.log(np.exp(m[i]).sum()) for i in range(len(m))]))
 
     assert loss.item() == pytest.approx(0.5 * (cross_entropy(logits) + cross_entropy(logits.T)), rel=1e-5)
+
+
+def test_logit_scale_above_the_cap_keeps_its_gradient_and_is_clamped_after_the_step() -> None:
+    """CLIP's rule: the cap applies to the parameter after each step; a cap inside the forward pass would leave a
+    scale above it with zero gradient forever."""
+    torch.manual_seed(0)
+    model, batch = toy_model("contrastive", embed_dim=8), toy_batch()
+    obj = model.objectives["contrastive"]
     with torch.no_grad():
-        obj.logit_scale.fill_(10.0)
-    assert obj.scale.item() == pytest.approx(100.0)  # clamped
+        obj.logit_scale.fill_(math.log(200.0))
+    obj(model, batch, model(batch)).backward()
+    assert obj.logit_scale.grad is not None and obj.logit_scale.grad.abs().item() > 0
+    obj.after_step()
+    assert obj.logit_scale.item() == pytest.approx(math.log(100.0))
+
+
+def test_training_clamps_the_logit_scale_after_each_step(data_dir: Path, tmp_path: Path) -> None:
+    cfg = make_config(data_dir, tmp_path / "run", ["emb", "specs"], epochs=1, patience=None)
+    cfg["objectives"] = [{"name": "contrastive", "embed_dim": 8, "temperature": 0.001}]  # starts at 1000
+    result = train(parse_config(cfg))
+    scale = load_file(str(result.run_dir / "model.safetensors"))["objectives.contrastive.logit_scale"]
+    assert scale.item() <= math.log(100.0) + 1e-6
 
 
 def test_dcca_on_perfectly_correlated_inputs_approaches_minus_k() -> None:

@@ -370,7 +370,14 @@ class ImbalanceConfig(Strict):
                                                 "and confidence_ratio (probes and confidences: binary/multiclass)")
     probe_lr: float = Field(1e-2, gt=0, description="learning rate of the diagnostic probes (own Adam, constant)")
     alpha: float = Field(0.5, ge=0, description="ogm_ge: modulation strength; the dominant modality's gradient is "
-                                                "scaled by 1 - tanh(alpha * (confidence ratio - 1))")
+                                                "scaled by 1 - tanh(alpha * confidence ratio) (paper form)")
+    ogm_form: Literal["paper", "continuous"] = Field(
+        "paper", description="ogm_ge: paper (Eq. 10 of Peng et al. 2022: 1 - tanh(alpha * ratio), confidences from "
+                             "the fused model's per-modality predictions, epochs ogm_start..ogm_end) | continuous "
+                             "(1 - tanh(alpha * (ratio - 1)), confidences from the linear probes, every epoch)")
+    ogm_start: int = Field(0, ge=0, description="ogm_ge, paper form: first modulated epoch (0-based)")
+    ogm_end: int | None = Field(50, ge=0, description="ogm_ge, paper form: last modulated epoch (inclusive; the "
+                                                      "authors' 50); null: to the end")
     ge_noise: bool = Field(True, description="ogm_ge: add Gaussian noise with the gradient's std (generalisation "
                                              "enhancement)")
     ogm_scale: Literal["gradient", "step"] = Field(
@@ -379,6 +386,13 @@ class ImbalanceConfig(Strict):
     aux_weight: float = Field(1.0, ge=0, description="aux_losses: factor of the sum of the unimodal losses")
     blend_window: int = Field(3, ge=1, description="grad_blend: epochs between two estimates of the blending "
                                                    "weights (the paper's super-epoch)")
+
+    @model_validator(mode="after")
+    def _window(self) -> ImbalanceConfig:
+        if self.ogm_end is not None and self.ogm_end < self.ogm_start:
+            raise ValueError(f"training.imbalance.ogm_end: {self.ogm_end} is before ogm_start {self.ogm_start}, so "
+                             "OGM-GE would never modulate; set ogm_end >= ogm_start (or null: to the end)")
+        return self
 
 
 class TrainingConfig(Strict):

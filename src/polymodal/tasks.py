@@ -449,16 +449,21 @@ class Retrieval(Task):
 def retrieval_ranks(similarity: Tensor) -> Tensor:
     """1-based rank of the matching candidate (the diagonal) for each query row of an (N, N) similarity.
 
-    Ties count in the query's favour (only strictly better candidates rank above the match).
+    Ties count against the query (pessimistic rank): every other candidate scoring at least as high as the
+    match ranks above it, so a collapsed embedding (all rows equal) ranks every match last.
     """
-    return 1 + (similarity > similarity.diagonal()[:, None]).sum(dim=1)  # (N,)
+    return (similarity >= similarity.diagonal()[:, None]).sum(dim=1)  # (N,) the match counts itself
 
 
 def retrieval_metrics(similarity: Tensor, prefix: str, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
-    """Recall@k for each k and the median rank, from an (N, N) query x candidate similarity."""
+    """Recall@k for each k and the median rank, from an (N, N) query x candidate similarity.
+
+    The median rank is a whole rank, as open_clip reports it: the median rounded down (between the two middle
+    ranks of an even count, no interpolated half).
+    """
     ranks = retrieval_ranks(similarity).float()
     out = {f"{prefix}_r{k}": (ranks <= k).float().mean().item() for k in ks}
-    out[f"{prefix}_median_rank"] = ranks.quantile(0.5).item()
+    out[f"{prefix}_median_rank"] = float(math.floor(ranks.quantile(0.5).item()))
     return out
 
 
@@ -580,13 +585,19 @@ def mean_average_precision(scores: Tensor, target: Tensor) -> float:
 
 
 def precision_at_k(scores: Tensor, target: Tensor, k: int) -> float:
-    """Share of the k top-scored labels that are true, averaged over records with at least one label."""
+    """Share of the k top-scored labels that are true, averaged over records with at least one label.
+
+    Ties count against the record: among labels with equal scores the false ones rank first, so a constant
+    model scores the share it would get by bad luck, never by the order of the vocabulary.
+    """
     labelled = target.sum(dim=1) > 0  # (N,)
     if not bool(labelled.any()):
         return float("nan")
-    k = min(k, scores.shape[1])
-    top = scores[labelled].topk(k, dim=1).indices  # (N', k)
-    return target[labelled].gather(1, top).float().mean().item()
+    s, t = scores[labelled], target[labelled].float()  # (N', K)
+    false_first = t.argsort(dim=1, stable=True)  # (N', K)
+    by_score = s.gather(1, false_first).argsort(dim=1, descending=True, stable=True)  # ties keep false first
+    top = false_first.gather(1, by_score[:, : min(k, s.shape[1])])  # (N', k)
+    return t.gather(1, top).mean().item()
 
 
 def build_task(target: TargetConfig) -> Task:

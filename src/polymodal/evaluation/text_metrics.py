@@ -23,10 +23,14 @@ def _sacrebleu() -> Any:
     return sacrebleu
 
 
-def _streams(references: References) -> list[list[str]]:
-    """sacrebleu's layout: one list per reference position, padded with '' where a record has fewer."""
+def _streams(references: References) -> list[list[str | None]]:
+    """sacrebleu's layout: one list per reference position, padded with None where a record has fewer.
+
+    sacrebleu drops None references; '' would be kept as a 0-length reference, and BLEU's brevity penalty,
+    which measures a hypothesis against its closest reference length, would vanish for short hypotheses.
+    """
     k = max(len(r) for r in references)
-    return [[r[i] if i < len(r) else "" for r in references] for i in range(k)]
+    return [[r[i] if i < len(r) else None for r in references] for i in range(k)]
 
 
 class _CorpusMetric:

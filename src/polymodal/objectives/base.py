@@ -48,5 +48,8 @@ class Objective(nn.Module):
     def forward(self, model: MultimodalModel, batch: Batch, out: Output) -> Tensor:
         raise NotImplementedError  # pragma: no cover
 
+    def after_step(self) -> None:
+        """Called after each optimizer step: where an objective keeps its parameters in range (none here)."""
+
 
 OBJECTIVES: Registry[Objective] = Registry("objective")

@@ -12,20 +12,23 @@ Diagnostics (`diagnostics: true`, the default), logged once per epoch into the r
   (after any remedy, before clipping), mean over the epoch's optimizer steps.
 - `confidence_<m>`: mean probability of the true class under modality m's unimodal prediction on the training
   batches (the score OGM-GE compares); `confidence_ratio`: the largest of them over the smallest. Unimodal
-  predictions are the fusion's per-modality logits where it has them (late fusion), else the probes'.
+  predictions are the fusion's per-modality logits where it has them (late fusion), else the probes' (with
+  OGM-GE's paper form: the fused model's prediction from each modality alone, the score it compares).
 Probes and confidences need a single-label task (binary, multiclass); for multilabel, regression and retrieval
 only `grad_norm_<m>` is logged.
 
 Remedies (`method`), for any number of modalities and any encoder (every parameter of an encoder, whatever
 its layers; the published OGM-GE code only touches 4-D convolution weights):
-- `ogm_ge` (Peng et al., CVPR 2022): before each optimizer step, encoder m's gradient is scaled by
-  k_m = 1 - tanh(alpha * relu(rho_m - 1)), rho_m = s_m / mean of the other modalities' s, where s is the mean
-  true-class confidence on the batch(es) of that step; so the weaker modalities keep k = 1. This is the
-  N-modality form of the paper's two-modality ratio, made continuous at rho = 1 (the paper applies
-  1 - tanh(alpha * rho) as soon as rho > 1). Generalisation enhancement (`ge_noise`): Gaussian noise with the
+- `ogm_ge` (Peng et al., CVPR 2022): before each optimizer step, encoder m's gradient is scaled by k_m, a
+  function of rho_m = s_m / mean of the other modalities' s, where s is the mean true-class confidence on the
+  batch(es) of that step; the weaker modalities keep k = 1 (the N-modality form of the paper's two-modality
+  ratio). `ogm_form: paper` (the default) is Eq. 10: k_m = 1 - tanh(alpha * rho_m) when rho_m > 1, with s from
+  the fused model's own per-modality predictions and only in the epochs `ogm_start`..`ogm_end`;
+  `ogm_form: continuous` is polymodal's first form: 1 - tanh(alpha * (rho_m - 1)), s from the probes, every
+  epoch (details in `polymodal.training.ogm`). Generalisation enhancement (`ge_noise`): Gaussian noise with the
   standard deviation of the unmodulated gradient is added to every encoder's gradient, as in the reference
-  code. Logged: `ogm_coeff_<m>` (mean k per epoch). The paper trains with SGD, where scaling the gradient
-  scales the step; Adam(W) divides by a running gradient scale, so a slowly varying k mostly cancels out.
+  code. Logged: `ogm_coeff_<m>` (mean k per modulated epoch). The paper trains with SGD, where scaling the
+  gradient scales the step; Adam(W) divides by a running gradient scale, so a slowly varying k mostly cancels out.
   `ogm_scale: step` therefore offers the same modulation applied to each encoder's parameter change after
   the optimizer step (identical to the paper for plain SGD; the GE noise still goes into the gradient).
 - `aux_losses`: loss = task loss + aux_weight * sum_m L_m, with L_m the task loss of modality m's unimodal
@@ -57,15 +60,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
 from polymodal.config import ImbalanceConfig
 from polymodal.data.batch import Batch
-from polymodal.encoders.base import EncoderOutput
 from polymodal.model import MultimodalModel, Output
 from polymodal.tasks import Binary, Multiclass, Task
+from polymodal.training.ogm import fused_unimodal_logits, in_window, ogm_coefficient, pooled_trial
 
 UNIMODAL_METHODS = ("grad_blend", "aux_losses", "mmpareto")
 Reduce = Callable[[Tensor, str], Tensor]  # (tensor, "sum" | "mean") -> reduced over processes
@@ -79,13 +83,13 @@ def true_class_probability(logits: Tensor, target: Tensor) -> Tensor:
     return logits.float().softmax(1).gather(1, target[:, None].long()).squeeze(1)  # (B,)
 
 
-def ogm_coefficients(confidence: Mapping[str, float], alpha: float) -> dict[str, float]:
-    """OGM-GE's gradient factor per modality: 1 - tanh(alpha * relu(s_m / mean(s of the others) - 1))."""
+def ogm_coefficients(confidence: Mapping[str, float], alpha: float, form: str = "paper") -> dict[str, float]:
+    """OGM-GE's gradient factor per modality from rho_m = s_m / mean(s of the others) (see `ogm_coefficient`)."""
     out = {}
     for m, s in confidence.items():
         others = [v for k, v in confidence.items() if k != m]
         rho = s / max(sum(others) / len(others), 1e-8) if others else 1.0
-        out[m] = 1.0 - math.tanh(alpha * max(rho - 1.0, 0.0))
+        out[m] = ogm_coefficient(rho, alpha, form)
     return out
 
 
@@ -156,18 +160,8 @@ def masked_loss(task: Task, logits: Tensor, target: Tensor, present: Tensor) -> 
 
 def has_modality_logits(model: MultimodalModel) -> bool:
     """Whether the model's fusion keeps per-modality branches (so that `Output.modality_logits` is set)."""
-    fusion = model.fusion
-    device = next(fusion.parameters(), torch.zeros(())).device
-    features = {m: EncoderOutput(torch.zeros(2, d, device=device)) for m, d in fusion.in_dims.items()}  # (2, D_m)
-    present = {m: torch.ones(2, dtype=torch.bool, device=device) for m in features}
-    was_training = fusion.training
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            return fusion.eval()(features, present).per_modality is not None
-    except (RuntimeError, ValueError, TypeError, KeyError):  # a fusion that cannot run on pooled features alone
-        return False
-    finally:
-        fusion.train(was_training)
+    trial = pooled_trial(model)
+    return trial is not None and trial.per_modality is not None
 
 
 def pareto_surrogate(encoders: Mapping[str, nn.Module], params: Sequence[nn.Parameter], multimodal: Tensor,
@@ -272,7 +266,13 @@ class Imbalance(nn.Module):
         self.scored = isinstance(task, (Multiclass, Binary)) and (config.diagnostics or config.method == "ogm_ge")
         branches = has_modality_logits(model)
         dims, k = {m: e.out_dim for m, e in model.encoders.items()}, task.num_outputs
-        probes = self.scored and (config.diagnostics or not branches)
+        paper = config.method == "ogm_ge" and config.ogm_form == "paper"
+        self._fused_scores = partial(fused_unimodal_logits, model) if paper and not branches else None
+        if self._fused_scores is not None and pooled_trial(model) is None:
+            raise ValueError(f"training.imbalance.ogm_form: 'paper' reads each modality's prediction from the fused "
+                             f"model, but fusion {type(model.fusion).__name__} needs tokens; use ogm_form: "
+                             "continuous (confidences from linear probes) or another fusion")
+        probes = self.scored and (config.diagnostics or not (branches or paper))
         heads = config.method in UNIMODAL_METHODS and not branches
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -330,8 +330,11 @@ class Imbalance(nn.Module):
         if not self.scored or batch.target is None:
             return
         true = self.step_probes(out.features, batch) if self.probes else {}
-        if out.modality_logits is not None:
-            true = {m: true_class_probability(x.detach(), batch.target) for m, x in out.modality_logits.items()}
+        unimodal_logits = out.modality_logits
+        if unimodal_logits is None and self._fused_scores is not None:  # OGM-GE's paper form
+            unimodal_logits = self._fused_scores(out.features, batch.present)
+        if unimodal_logits is not None:
+            true = {m: true_class_probability(x.detach(), batch.target) for m, x in unimodal_logits.items()}
         for m, p in true.items():  # (B,) probability of the true class
             keep = batch.present[m]
             pair = torch.stack([torch.where(keep, p, 0.0).sum(), keep.sum().to(p)])  # [sum, count]
@@ -375,25 +378,29 @@ class Imbalance(nn.Module):
             self._blend_val = self._blend_val + torch.stack(losses).detach().float() * batch.size
             self._blend_val_count += batch.size
 
-    def before_optimizer_step(self, model: MultimodalModel, reduce: Reduce) -> None:
+    def before_optimizer_step(self, model: MultimodalModel, reduce: Reduce, epoch: int) -> None:
         """OGM-GE's modulation (with this step's confidences, summed over processes so that every replica scales
-        alike), then the gradient norms of the diagnostics."""
-        if self.config.method == "ogm_ge":
+        alike; the paper form only within its epoch window), then the gradient norms of the diagnostics."""
+        if self.config.method == "ogm_ge" and self._modulates(epoch):
             confidence = {m: reduce(torch.stack(v).sum(0), "sum") for m, v in self._step_confidence.items()}
-            self._step_confidence = {}
             scores = {m: float(c[0] / c[1]) for m, c in confidence.items() if c[1] > 0}
             on_gradient = self.config.ogm_scale == "gradient"
-            for m, k in ogm_coefficients(scores, self.config.alpha).items():
+            for m, k in ogm_coefficients(scores, self.config.alpha, self.config.ogm_form).items():
                 params = self._encoder_params(model)[m]
                 modulate_(params, k if on_gradient else 1.0, self._noise(params) if self.config.ge_noise else None)
                 if not on_gradient:
                     self._pending_steps[m] = (k, [p.detach().clone() for p in params])
                 self._coefficients[m] = self._coefficients.get(m, 0.0) + torch.tensor([k, 1.0])
+        self._step_confidence = {}
         if self.config.diagnostics:
             for m, params in self._encoder_params(model).items():
                 norm = grad_norm(params)
                 if norm is not None:
                     self._grad_norms.setdefault(m, []).append(norm)
+
+    def _modulates(self, epoch: int) -> bool:
+        c = self.config
+        return c.ogm_form == "continuous" or in_window(epoch, c.ogm_start, c.ogm_end)
 
     def after_optimizer_step(self, model: MultimodalModel) -> None:
         """OGM-GE with `ogm_scale: step`: scale each encoder's parameter change of this step by its k."""

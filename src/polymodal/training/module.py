@@ -110,11 +110,13 @@ class PolymodalModule(pl.LightningModule):
             self.log(name, value)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.imbalance.before_optimizer_step(self.model, self._reduce)  # OGM-GE, gradient norms (before clipping)
+        self.imbalance.before_optimizer_step(self.model, self._reduce, self.current_epoch)  # OGM-GE, grad norms
 
     def optimizer_step(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().optimizer_step(*args, **kwargs)
         self.imbalance.after_optimizer_step(self.model)  # OGM-GE on the parameter change (ogm_scale: step)
+        for objective in self.model.objectives.values():  # e.g. the contrastive temperature's clamp
+            objective.after_step()
 
     def _reduce(self, x: Tensor, op: str) -> Tensor:
         return self.trainer.strategy.reduce(x, reduce_op=op)
