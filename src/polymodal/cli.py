@@ -31,7 +31,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.out:
         config = config.model_copy(update={"output_dir": args.out})
-    result = train(config, resume=args.resume)
+    result = train(config, resume=args.resume, report=not args.no_report)
     print(f"run directory: {result.run_dir}")
     for split, metrics in result.metrics.items():
         print(f"{split:>5}: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("--out", help="run directory (overrides output_dir)")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--no-report", action="store_true", help="skip report.html/report.md (`polymodal report` "
+                   "writes it later)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("tune", help="hyperparameter search (Optuna) over the config's `tune:` space")
@@ -299,9 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LIGHTNING_COMMANDS = {"train", "quickstart", "compare", "tune"}
+LIGHT_COMMANDS = {"list", "schema", "datasets", "validate"}  # no tensor work: torch threads left alone
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_lightning()
+    if args.command in LIGHTNING_COMMANDS:
+        _quiet_lightning()
+    if args.command not in LIGHT_COMMANDS:
+        from polymodal.threads import set_threads
+
+        print("torch threads: %d (%s)" % set_threads(), file=sys.stderr)
     try:
         return int(args.func(args))
     except (ConfigError, FileNotFoundError) as err:
