@@ -85,9 +85,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from polymodal.serve import ServeSettings, serve
     except ImportError as err:
         raise SystemExit(f"polymodal serve needs the serving extra: pip install 'polymodal[serve]' ({err})") from None
+    if args.workers < 1:
+        raise SystemExit(f"--workers must be at least 1, got {args.workers}")
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
                              max_records=args.max_records, max_body_mb=args.max_body_mb, timeout_s=args.timeout_s,
-                             device=args.device)
+                             device=args.device, backend=args.backend, workers=args.workers)
     serve(args.run_dir, host=args.host, port=args.port, settings=settings)
     return 0
 
@@ -272,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-mb", type=float, default=20.0, help="request body size limit")
     p.add_argument("--timeout-s", type=float, default=30.0, help="per request; then 504")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, mps")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"],
+                   help="forward pass: PyTorch, or onnxruntime on the run's ONNX export (written if absent)")
+    p.add_argument("--workers", type=int, default=1, help="server processes sharing the port (each loads the model)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("validate", help="check the data of a config; exit 1 if training would stop")

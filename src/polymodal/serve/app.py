@@ -3,8 +3,9 @@
     app = create_app("runs/av_digits_concat", ServeSettings(max_batch=32, max_wait_ms=5))
     uvicorn.run(app, port=8000)            # or: polymodal serve runs/av_digits_concat --port 8000
 
-Records are decoded by the run's processors in the request's own thread; the model then runs on micro-batches
-gathered from concurrent requests (`polymodal.serve.batching`).
+Records are decoded by the run's processors in a worker thread (off the event loop); the model then runs on
+micro-batches gathered from concurrent requests (`polymodal.serve.batching`), with PyTorch or onnxruntime
+(`polymodal.serve.backends`), computing only what the endpoint returns.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from polymodal.data.dataset import Decoded, MultimodalDataset, to_model_inputs
 from polymodal.model import Output
 from polymodal.run import Run, load_run
+from polymodal.serve.backends import build_backend
 from polymodal.serve.batching import MicroBatcher, QueueFull
 from polymodal.serve.inputs import FILE_KINDS, InputField, Problem, RequestError, decode_records, input_fields, merge
 
@@ -45,6 +47,8 @@ class ServeSettings:
     max_body_mb: float = 20.0  # request body size
     timeout_s: float = 30.0  # per request, queue wait + inference; then 504
     device: str = "cpu"  # where the model runs (cpu, cuda, cuda:1, mps)
+    backend: str = "torch"  # forward pass: torch or onnx (onnxruntime on the run's ONNX export)
+    workers: int = 1  # server processes, each with its own copy of the model
 
 
 @dataclass
@@ -53,6 +57,7 @@ class Work:
 
     decoded: Decoded
     explain: bool = False
+    embed: bool = False  # /embed: the fused representation instead of predictions
 
     @property
     def size(self) -> int:
@@ -62,9 +67,10 @@ class Work:
 class Service:
     """The loaded run and its forward pass over batches of requests (called from the batching worker)."""
 
-    def __init__(self, run: Run, device: str = "cpu") -> None:
+    def __init__(self, run: Run, device: str = "cpu", backend: str = "torch") -> None:
         self.run = run
-        self.device = torch.device(device)
+        self.backend = build_backend(backend, run, device)
+        self.device = self.backend.device
         run.model.to(self.device).eval()
         self.fields = input_fields(run.config, run.processors)
         self.ragged = {m: p.ragged for m, p in run.processors.items()}
@@ -79,23 +85,33 @@ class Service:
         return self.run.task.num_outputs > 0  # Shapley contributions need a task head
 
     def infer(self, works: Sequence[Work]) -> list[list[dict[str, Any]]]:
-        """Per request, per record: prediction, probabilities, fused embedding (and contributions if asked)."""
+        """Per request, per record: the fused embedding (/embed) or the prediction and probabilities (and
+        contributions if asked)."""
         out = self.forward(MultimodalDataset(merge([w.decoded for w in works]), self.ragged))
-        records: list[dict[str, Any]] = [{"embedding": row} for row in out.fused.cpu().numpy().tolist()]
-        if self.predicts:
-            proba = {c: np.asarray(p, dtype=np.float64) for c, p in self.run.task.proba(out.logits).items()}
-            for i, pred in enumerate(self.run.task.predict(self.run.task.scores(out))):
-                records[i]["prediction"] = pred
-                if proba:
-                    records[i]["probabilities"] = {c: float(p[i]) for c, p in proba.items()}
+        sizes = [w.size for w in works]
+        starts = np.cumsum([0] + sizes)
+        records: list[dict[str, Any]] = [{} for _ in range(int(starts[-1]))]
+        embed = [i for k, w in enumerate(works) if w.embed for i in range(starts[k], starts[k + 1])]
+        if embed:
+            for i, row in zip(embed, out.fused[embed].cpu().numpy().tolist()):
+                records[i]["embedding"] = row
+        if self.predicts and len(embed) < len(records):
+            self._predictions(out, records)
         self._explain(works, records)
-        return _split(records, [w.size for w in works])
+        return _split(records, sizes)
+
+    def _predictions(self, out: Output, records: list[dict[str, Any]]) -> None:
+        proba = {c: np.asarray(p, dtype=np.float64) for c, p in self.run.task.proba(out.logits).items()}
+        for i, pred in enumerate(self.run.task.predict(self.run.task.scores(out))):
+            records[i]["prediction"] = pred
+            if proba:
+                records[i]["probabilities"] = {c: float(p[i]) for c, p in proba.items()}
 
     @torch.inference_mode()
     def forward(self, dataset: MultimodalDataset) -> Output:
         """One forward pass over every record (what `predict_outputs` does per batch, without its loader)."""
         batch = dataset.__getitems__(range(len(dataset))).to(self.device)
-        return self.run.model(to_model_inputs(batch, self.run.processors, train=False))
+        return self.backend(to_model_inputs(batch, self.run.processors, train=False))
 
     def _explain(self, works: Sequence[Work], records: list[dict[str, Any]]) -> None:
         asked = [i for i, w in enumerate(works) if w.explain]
@@ -206,7 +222,7 @@ async def parse_form(request: Request, fields: dict[str, InputField], limit: int
 def create_app(run: str | Path | Run, settings: ServeSettings | None = None) -> FastAPI:
     """The FastAPI app serving one run directory (or an already loaded Run)."""
     settings = settings or ServeSettings()
-    service = Service(run if isinstance(run, Run) else load_run(run), settings.device)
+    service = Service(run if isinstance(run, Run) else load_run(run), settings.device, settings.backend)
     batcher: MicroBatcher[Work, list[dict[str, Any]]] = MicroBatcher(
         service.infer, settings.max_batch, settings.max_wait_ms, settings.queue_size)
 
@@ -241,10 +257,11 @@ def create_app(run: str | Path | Run, settings: ServeSettings | None = None) -> 
                                             f"{settings.max_records} (--max-records)")
         return records, explain
 
-    async def run_records(request: Request, explain: bool) -> list[dict[str, Any]]:
-        records, explain_in_body = await records_of(request)
-        decoded = await run_in_threadpool(decode_records, records, service.fields, service.run.processors)
-        work = Work(decoded, explain or explain_in_body)
+    async def run_records(request: Request, explain: bool, embed: bool = False) -> list[dict[str, Any]]:
+        with batcher.incoming():  # a batch being collected may wait for this request
+            records, explain_in_body = await records_of(request)
+            decoded = await run_in_threadpool(decode_records, records, service.fields, service.run.processors)
+        work = Work(decoded, explain or explain_in_body, embed)
         if work.explain and not service.explains:
             raise RequestError(400, message=f"explain needs a task head; a {service.run.config.target.task} run "
                                             "has none")
@@ -267,12 +284,12 @@ def create_app(run: str | Path | Run, settings: ServeSettings | None = None) -> 
             raise RequestError(400, message=f"a {service.run.config.target.task} run predicts no labels; "
                                             "use POST /embed")
         results = await run_records(request, explain)
-        return {"predictions": [{k: v for k, v in r.items() if k != "embedding"} for r in results]}
+        return {"predictions": results}
 
     @app.post("/embed", openapi_extra=body_doc, responses=_ERROR_DOCS,
               summary="Embed: the fused representation of every record")
     async def embed(request: Request) -> dict[str, Any]:
-        results = await run_records(request, explain=False)
+        results = await run_records(request, explain=False, embed=True)
         embeddings = [r["embedding"] for r in results]
         return {"embeddings": embeddings, "dim": len(embeddings[0])}
 
