@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytorch_lightning as pl
@@ -163,7 +164,7 @@ def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback]
     cfg = config.training
     train_data = prep.stream if prep.stream is not None else prep.datasets["train"]
     data = use_feature_cache(config, model.encoders, prep.processors,  # frozen encoders: stored features
-                             {"train": train_data, "val": prep.datasets["val"]}, device=feature_device(cfg))
+                             {**prep.datasets, "train": train_data}, device=feature_device(cfg))
     loaders = [make_loader(data["train"], cfg.batch_size, True, cfg.num_workers, cfg.seed),
                make_loader(data["val"], cfg.batch_size, False, cfg.num_workers)]
     log_csv = run_dir / "logs" / "metrics.csv"
@@ -184,7 +185,7 @@ def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback]
         return TrainResult(run_dir, {}, count_parameters(model), seconds, trainer.current_epoch)
     load_best(module, trainer)
     save_weights(run_dir, model)
-    metrics = evaluate_splits(model, prep)
+    metrics = evaluate_splits(model, prep, data)
     write_json(run_dir / METRICS, {"params": count_parameters(model), "train_seconds": seconds,
                                    "epochs": trainer.current_epoch, "skipped": prep.skipped, **metrics})
     if report:
@@ -210,10 +211,11 @@ def load_best(module: PolymodalModule, trainer: pl.Trainer) -> None:
         module.load_state_dict(state)
 
 
-def evaluate_splits(model: MultimodalModel, prep: Prepared) -> dict[str, dict[str, float]]:
+def evaluate_splits(model: MultimodalModel, prep: Prepared, data: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Metrics of every in-memory split (`data`: the datasets as trained on, cached features included)."""
     out: dict[str, dict[str, float]] = {}
     for split in SPLITS:
         if split in prep.datasets:
-            outputs, target = predict_outputs(model.cpu(), prep.processors, prep.datasets[split])
+            outputs, target = predict_outputs(model.cpu(), prep.processors, data[split])
             out[split] = prep.task.metrics(prep.task.scores(outputs), target, outputs.embeddings)  # type: ignore[arg-type]
     return out
