@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from serve_load import ensure_run, free_port, load, payloads  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "serve_floor.md"
-VARIANTS = {"torch": ["--backend", "torch"], "onnx": ["--backend", "onnx"],
+VARIANTS = {"plain": [], "torch": ["--backend", "torch"], "onnx": ["--backend", "onnx"],
             "onnx-w2": ["--backend", "onnx", "--workers", "2"], "torch-w2": ["--backend", "torch", "--workers", "2"]}
 
 
@@ -61,7 +61,7 @@ def start(cmd: list[str], port: int) -> subprocess.Popen[bytes]:
     log = Path(tempfile.gettempdir()) / f"serve_floor_{port}.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=Path(__file__).parent)
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 900  # a loaded machine starts N workers slowly
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--variants", default="torch,onnx,onnx-w2")
+    parser.add_argument("--results", default=str(RESULTS), help="markdown file to write")
     args = parser.parse_args()
     run = ensure_run(Path(args.run))
     bodies = payloads(run, 256)
@@ -133,11 +134,11 @@ def main() -> None:
     print(table)
     command = (f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')} python benchmarks/serve_floor.py "
                f"--run {args.run} --clients {args.clients} --requests {args.requests} --repeats {args.repeats} "
-               f"--variants {args.variants}")
-    RESULTS.write_text(f"# serve_floor\n\n```\n{command}\n```\n\n{__doc__.split(chr(10) + chr(10), 2)[2]}\n"
+               f"--variants {args.variants} --results {args.results}")
+    Path(args.results).write_text(f"# serve_floor\n\n```\n{command}\n```\n\n{__doc__.split(chr(10) + chr(10), 2)[2]}\n"
                        f"{args.clients} clients, {args.requests} requests per measurement after 200 warm-up.\n\n"
                        f"{table}\n")
-    print(f"written: {RESULTS}")
+    print(f"written: {args.results}")
 
 
 def row(name: str, workers: int, runs: list[dict[str, float]], floor: float | None) -> str:
