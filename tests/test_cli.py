@@ -107,3 +107,13 @@ def test_list_does_not_import_lightning() -> None:
     code = "import sys; from polymodal.cli import main; main(['list', 'fusions']); print('pytorch_lightning' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+def test_reading_a_run_does_not_import_lightning() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; import polymodal.training.fit, polymodal.evaluation.report, polymodal.predictor; "
+            "print('pytorch_lightning' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"

@@ -13,13 +13,10 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
-from pytorch_lightning.loggers import CSVLogger
 
 from polymodal.config import Config, SplitConfig
 from polymodal.data.dataset import (
@@ -39,7 +36,11 @@ from polymodal.model import MultimodalModel, build_model, count_parameters
 from polymodal.processors import Processor
 from polymodal.run import METRICS, init_processors, init_weights, save_pipeline, save_weights, write_json
 from polymodal.tasks import Task
-from polymodal.training.module import PolymodalModule
+
+if TYPE_CHECKING:  # Lightning is imported when training starts: reading the data (prepare) does not need it
+    import pytorch_lightning as pl
+
+    from polymodal.training.module import PolymodalModule
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,10 @@ def ensure_val(tables: dict[str, Table], config: Config) -> dict[str, Table]:
 
 def make_trainer(config: Config, run_dir: Path, monitor: str, mode: str,
                  extra: Sequence[pl.Callback] = ()) -> pl.Trainer:
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+    from pytorch_lightning.loggers import CSVLogger
+
     cfg = config.training
     callbacks: list[pl.Callback] = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True),
@@ -147,6 +152,10 @@ def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback]
     """Train the model a config describes and write its run directory (`callbacks`: extra Lightning callbacks,
     e.g. the pruning callback of `polymodal tune`; `report=False`: no report.html, `polymodal report` writes it
     later)."""
+    import pytorch_lightning as pl
+
+    from polymodal.training.module import PolymodalModule
+
     run_dir = config.run_dir()
     pl.seed_everything(config.training.seed, workers=True, verbose=False)
     prep = prepare(config)
