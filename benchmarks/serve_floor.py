@@ -29,6 +29,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 sys.path.insert(0, str(Path(__file__).parent))
 from serve_load import ensure_run, free_port, load, payloads  # noqa: E402
@@ -38,11 +40,8 @@ VARIANTS = {"plain": [], "torch": ["--backend", "torch"], "onnx": ["--backend", 
             "onnx-w2": ["--backend", "onnx", "--workers", "2"], "torch-w2": ["--backend", "torch", "--workers", "2"]}
 
 
-def floor_app():  # type: ignore[no-untyped-def]
+def floor_app() -> FastAPI:
     """The HTTP floor: parse the JSON body and decode every base64 field, answer a small JSON."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-
     app = FastAPI()
 
     @app.post("/predict")
