@@ -92,3 +92,28 @@ def test_list_schema_datasets(capsys: pytest.CaptureFixture[str]) -> None:
     assert "modalities" in json.loads(capsys.readouterr().out)["properties"]
     assert main(["datasets", "list"]) == 0
     assert "av_digits" in capsys.readouterr().out
+
+
+def test_train_no_report_writes_no_report(data_dir: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "cfg.yaml", make_config(data_dir, tmp_path / "run", ["photo", "title"], epochs=1))
+    assert main(["train", str(cfg), "--no-report"]) == 0
+    assert (tmp_path / "run" / "metrics.json").is_file() and not (tmp_path / "run" / "report.html").exists()
+
+
+def test_list_does_not_import_lightning() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; from polymodal.cli import main; main(['list', 'fusions']); print('pytorch_lightning' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"
+
+
+def test_reading_a_run_does_not_import_lightning() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; import polymodal.training.fit, polymodal.evaluation.report, polymodal.predictor; "
+            "print('pytorch_lightning' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"

@@ -124,3 +124,34 @@ def test_training_with_and_without_cache_agrees(data_dir: Path, tmp_path: Path, 
     a, b = load_file(tmp_path / "cached" / "model.safetensors"), load_file(tmp_path / "plain" / "model.safetensors")
     for key in a:
         np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), atol=1e-4, err_msg=key)
+
+
+def _count_image_forwards(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -> None:
+    from polymodal.encoders.cnn import ImageCNN
+
+    forward = ImageCNN.forward
+    monkeypatch.setattr(ImageCNN, "forward", lambda self, x: (calls.append("image"), forward(self, x))[1])
+
+
+def test_evaluation_after_training_reuses_cached_features(data_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import polymodal.training.fit as fit
+
+    calls: list[str] = []
+    _count_image_forwards(monkeypatch, calls)
+    evaluate = fit.evaluate_splits
+    monkeypatch.setattr(fit, "evaluate_splits", lambda *a: (calls.append("evaluate"), evaluate(*a))[1])
+    result = train(parse_config(cache_config(data_dir, tmp_path / "run")), report=False)
+    assert "image" in calls and "image" not in calls[calls.index("evaluate"):]  # frozen encoder: no second pass
+    assert set(result.metrics) == {"train", "val", "test"} and not (tmp_path / "run" / "report.html").exists()
+
+
+def test_report_reuses_cached_features(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import polymodal.evaluation.report as report
+
+    train(parse_config(cache_config(data_dir, tmp_path / "run")), report=False)
+    calls: list[str] = []
+    _count_image_forwards(monkeypatch, calls)
+    monkeypatch.setattr(report, "cost_section", lambda run, dataset: None)  # the cost section times the encoder
+    report.write_report(tmp_path / "run")
+    assert calls == [] and "Metrics" in (tmp_path / "run" / "report.md").read_text()

@@ -277,6 +277,39 @@ def test_micro_batcher_collects_waits_and_splits() -> None:
     assert calls == [[0], [1]]  # batching off
 
 
+def test_micro_batcher_runs_a_lone_request_without_waiting() -> None:
+    async def scenario() -> int:
+        batcher: MicroBatcher[int, int] = MicroBatcher(lambda p: [x + 1 for x in p], max_wait_ms=600_000)
+        try:
+            return await asyncio.wait_for(batcher.submit(1, 1, timeout=600), 30)  # nothing else is on its way
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(scenario()) == 2
+
+
+def test_micro_batcher_waits_for_announced_requests() -> None:
+    calls: list[list[int]] = []
+
+    def handler(payloads: Sequence[int]) -> list[int]:
+        calls.append(list(payloads))
+        return list(payloads)
+
+    async def scenario(batcher: MicroBatcher[int, int]) -> None:
+        async def late() -> int:
+            with batcher.incoming():  # being decoded: the open batch waits for it
+                await asyncio.sleep(0.05)
+            return await batcher.submit(1, 1, timeout=30)
+
+        try:
+            await asyncio.gather(batcher.submit(0, 1, timeout=30), late())
+        finally:
+            await batcher.stop()
+
+    asyncio.run(scenario(MicroBatcher(handler, max_batch=4, max_wait_ms=20_000)))
+    assert calls == [[0, 1]]
+
+
 def test_micro_batcher_refuses_when_full() -> None:
     gate = threading.Event()
 
@@ -326,7 +359,47 @@ def test_cli_serve_passes_its_options(run_dir: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(polymodal.serve, "serve", lambda run, host, port, settings: seen.update(
         run=run, host=host, port=port, settings=settings))
     assert main(["serve", str(run_dir), "--port", "8123", "--max-batch", "1", "--max-wait-ms", "2",
-                 "--queue-size", "4", "--max-body-mb", "1.5", "--timeout-s", "3", "--max-records", "7"]) == 0
+                 "--queue-size", "4", "--max-body-mb", "1.5", "--timeout-s", "3", "--max-records", "7",
+                 "--backend", "onnx", "--workers", "2"]) == 0
     assert seen["port"] == 8123 and seen["host"] == "127.0.0.1"
     assert seen["settings"] == ServeSettings(max_batch=1, max_wait_ms=2, queue_size=4, max_records=7,
-                                             max_body_mb=1.5, timeout_s=3, device="cpu")
+                                             max_body_mb=1.5, timeout_s=3, device="cpu", backend="onnx", workers=2)
+
+
+def test_predict_returns_no_embedding_and_embed_no_prediction(run_dir: Path, data_dir: Path,
+                                                               predictor: Predictor) -> None:
+    app = create_app(run_dir)
+    records = as_json(table(data_dir, 3), data_dir)
+    with TestClient(app, base_url="http://localhost") as c:
+        predicted = c.post("/predict", json={"records": records}).json()["predictions"]
+        embedded = c.post("/embed", json={"records": records}).json()["embeddings"]
+    assert all(set(p) == {"prediction", "probabilities"} for p in predicted)
+    assert np.allclose(embedded, predictor.embed(table(data_dir, 3), root=data_dir), atol=1e-5)
+
+
+def test_onnx_backend_answers_like_torch(run_dir: Path, data_dir: Path, predictor: Predictor,
+                                         tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    app = create_app(run, ServeSettings(backend="onnx"))
+    assert (run / "export_onnx" / "export.json").is_file()  # exported at start
+    records = as_json(table(data_dir, 5), data_dir)
+    with TestClient(app, base_url="http://localhost") as c:
+        predicted = c.post("/predict", json={"records": records}).json()["predictions"]
+        embedded = c.post("/embed", json={"records": records}).json()["embeddings"]
+    expected = predictor.predict_proba(table(data_dir, 5), root=data_dir)
+    assert [p["prediction"] for p in predicted] == list(predictor.predict(table(data_dir, 5), root=data_dir))
+    assert np.allclose([list(p["probabilities"].values()) for p in predicted], expected.to_numpy(), atol=1e-4)
+    assert np.allclose(embedded, predictor.embed(table(data_dir, 5), root=data_dir), atol=1e-4)
+
+
+def test_worker_processes_build_the_same_app(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from polymodal.serve.workers import ENV, prepare_workers, worker_app
+
+    monkeypatch.delenv(ENV, raising=False)
+    prepare_workers(run_dir, ServeSettings(workers=3, max_records=5))
+    app = worker_app()
+    assert app.state.settings == ServeSettings(workers=3, max_records=5)
+    assert app.state.service.run.path.resolve() == run_dir.resolve()

@@ -224,7 +224,8 @@ def test_non_finite_model_output_is_an_error(run_dir: Path) -> None:
 
     def poisoned(works: Any) -> Any:
         results = real(works)
-        results[0][1]["embedding"][0] = float("nan")
+        probabilities = results[0][1]["probabilities"]  # /predict returns no embedding: poison a probability
+        probabilities[next(iter(probabilities))] = float("nan")
         return results
 
     app.state.batcher.handler = poisoned

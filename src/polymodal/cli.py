@@ -32,7 +32,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.out:
         config = config.model_copy(update={"output_dir": args.out})
-    result = train(config, resume=args.resume)
+    result = train(config, resume=args.resume, report=not args.no_report)
     print(f"run directory: {result.run_dir}")
     for split, metrics in result.metrics.items():
         print(f"{split:>5}: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
@@ -99,11 +99,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise SystemExit(f"polymodal serve needs the serving extra: pip install 'polymodal[serve]' ({err})") from None
     from polymodal.serve.security import API_KEY_ENV
 
+    if args.workers < 1:
+        raise SystemExit(f"--workers must be at least 1, got {args.workers}")
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
                              max_records=args.max_records, max_body_mb=args.max_body_mb, timeout_s=args.timeout_s,
                              device=args.device, **{k: getattr(args, k) for k, _, _ in _SERVE_LIMITS}, host=args.host,
                              allowed_hosts=tuple(args.allowed_hosts) if args.allowed_hosts else None,
-                             api_key=args.api_key or os.environ.get(API_KEY_ENV) or None)
+                             api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+                             backend=args.backend, workers=args.workers)
     serve(args.run_dir, host=args.host, port=args.port, settings=settings)
     return 0
 
@@ -234,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("--out", help="run directory (overrides output_dir)")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--no-report", action="store_true", help="skip report.html/report.md (`polymodal report` "
+                   "writes it later)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("tune", help="hyperparameter search (Optuna) over the config's `tune:` space")
@@ -292,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Host header names accepted, '*' for any (default: the bound address's)")
     p.add_argument("--api-key", default=None, help="require this key (Authorization: Bearer KEY); prefer the "
                                                    "POLYMODAL_API_KEY environment variable; needed off loopback")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"],
+                   help="forward pass: PyTorch, or onnxruntime on the run's ONNX export (written if absent)")
+    p.add_argument("--workers", type=int, default=1, help="server processes sharing the port (each loads the model)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("validate", help="check the data of a config; exit 1 if training would stop")
@@ -321,9 +329,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LIGHTNING_COMMANDS = {"train", "quickstart", "compare", "tune"}
+LIGHT_COMMANDS = {"list", "schema", "datasets", "validate"}  # no tensor work: torch threads left alone
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_lightning()
+    if args.command in LIGHTNING_COMMANDS:
+        _quiet_lightning()
+    if args.command not in LIGHT_COMMANDS:
+        from polymodal.threads import set_threads
+
+        print("torch threads: %d (%s)" % set_threads(), file=sys.stderr)
     try:
         return int(args.func(args))
     except (ConfigError, FileNotFoundError) as err:

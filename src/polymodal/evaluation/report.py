@@ -208,6 +208,13 @@ def cost_section(run: Run, dataset: MultimodalDataset) -> Section:
     return Section("Cost", [pd.DataFrame([cost]).T.rename(columns={0: "value"})])
 
 
+def cached_features(run: Run, dataset: MultimodalDataset) -> MultimodalDataset:
+    """`dataset` with the inputs of the run's cached frozen encoders replaced by their stored outputs."""
+    from polymodal.features.cache import use_feature_cache
+
+    return use_feature_cache(run.config, run.model.encoders, run.processors, {"data": dataset})["data"]
+
+
 def write_report(run_dir: str | Path, robustness: bool = False) -> Path:
     """Write report.html (self-contained) and report.md for a run; returns the HTML path."""
     from polymodal.evaluation.contribution import held_out_dataset
@@ -217,11 +224,12 @@ def write_report(run_dir: str | Path, robustness: bool = False) -> Path:
         from polymodal.evaluation.robustness import run_robustness
 
         run_robustness(run.path)
-    split, dataset = held_out_dataset(run)
+    split, raw = held_out_dataset(run)
+    dataset = cached_features(run, raw)  # frozen encoders run once: their outputs come from the feature cache
     sections = [metric_section(run, dataset, split), training_section(run.path), confusion_section(run, dataset),
                 *(contribution_sections(run, dataset) if len(run.model.modalities) > 1 and run.task.num_outputs
                   and run.task.scalar_predictions else []),
-                imbalance_section(run.path), robustness_section(run.path), cost_section(run, dataset)]
+                imbalance_section(run.path), robustness_section(run.path), cost_section(run, raw)]
     present = [s for s in sections if s is not None]
     title = f"polymodal run {run.config.name}"
     intro = (f"Task {run.config.target.task}; modalities " + ", ".join(f"{m} ({s.type})" for m, s in

@@ -49,6 +49,7 @@ def _onnx_session(path: Path) -> Session:
         raise ImportError("running an ONNX export needs onnxruntime: pip install 'polymodal[export]'") from None
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = torch.get_num_threads()  # as chosen for torch (polymodal.threads)
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     wanted = [i.name for i in session.get_inputs()]
 

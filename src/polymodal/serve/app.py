@@ -3,8 +3,9 @@
     app = create_app("runs/av_digits_concat", ServeSettings(max_batch=32, max_wait_ms=5))
     uvicorn.run(app, port=8000)            # or: polymodal serve runs/av_digits_concat --port 8000
 
-Records are decoded by the run's processors in the request's own thread; the model then runs on micro-batches
-gathered from concurrent requests (`polymodal.serve.batching`).
+Records are decoded by the run's processors in a worker thread (off the event loop); the model then runs on
+micro-batches gathered from concurrent requests (`polymodal.serve.batching`), with PyTorch or onnxruntime
+(`polymodal.serve.backends`), computing only what the endpoint returns.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from polymodal.data.dataset import Decoded, MultimodalDataset, to_model_inputs
 from polymodal.model import Output
 from polymodal.run import Run, load_run
+from polymodal.serve.backends import build_backend
 from polymodal.serve.batching import MicroBatcher, QueueFull
 from polymodal.serve.guard import finite_results, safe_text
 from polymodal.serve.inputs import (
@@ -69,6 +71,9 @@ class ServeSettings:
     allowed_hosts: tuple[str, ...] | None = None  # Host header names accepted; None: the bound address's
     api_key: str | None = field(default=None, repr=False)  # required to bind a non-loopback address
 
+    backend: str = "torch"  # forward pass: torch or onnx (onnxruntime on the run's ONNX export)
+    workers: int = 1  # server processes, each with its own copy of the model
+
     def public(self, limits: DecodeLimits) -> dict[str, Any]:
         """The settings as `/metadata` lists them: decoding limits resolved, the API key only as required or not."""
         out = {k: v for k, v in asdict(self).items() if k != "api_key"}
@@ -82,6 +87,7 @@ class Work:
 
     decoded: Decoded
     explain: bool = False
+    embed: bool = False  # /embed: the fused representation instead of predictions
 
     @property
     def size(self) -> int:
@@ -91,9 +97,10 @@ class Work:
 class Service:
     """The loaded run and its forward pass over batches of requests (called from the batching worker)."""
 
-    def __init__(self, run: Run, device: str = "cpu") -> None:
+    def __init__(self, run: Run, device: str = "cpu", backend: str = "torch") -> None:
         self.run = run
-        self.device = torch.device(device)
+        self.backend = build_backend(backend, run, device)
+        self.device = self.backend.device
         run.model.to(self.device).eval()
         self.fields = input_fields(run.config, run.processors)
         self.ragged = {m: p.ragged for m, p in run.processors.items()}
@@ -108,23 +115,33 @@ class Service:
         return self.run.task.num_outputs > 0  # Shapley contributions need a task head
 
     def infer(self, works: Sequence[Work]) -> list[list[dict[str, Any]]]:
-        """Per request, per record: prediction, probabilities, fused embedding (and contributions if asked)."""
+        """Per request, per record: the fused embedding (/embed) or the prediction and probabilities (and
+        contributions if asked)."""
         out = self.forward(MultimodalDataset(merge([w.decoded for w in works]), self.ragged))
-        records: list[dict[str, Any]] = [{"embedding": row} for row in out.fused.cpu().numpy().tolist()]
-        if self.predicts:
-            proba = {c: np.asarray(p, dtype=np.float64) for c, p in self.run.task.proba(out.logits).items()}
-            for i, pred in enumerate(self.run.task.predict(self.run.task.scores(out))):
-                records[i]["prediction"] = pred
-                if proba:
-                    records[i]["probabilities"] = {c: float(p[i]) for c, p in proba.items()}
+        sizes = [w.size for w in works]
+        starts = np.cumsum([0] + sizes)
+        records: list[dict[str, Any]] = [{} for _ in range(int(starts[-1]))]
+        embed = [i for k, w in enumerate(works) if w.embed for i in range(starts[k], starts[k + 1])]
+        if embed:
+            for i, row in zip(embed, out.fused[embed].cpu().numpy().tolist()):
+                records[i]["embedding"] = row
+        if self.predicts and len(embed) < len(records):
+            self._predictions(out, records)
         self._explain(works, records)
-        return _split(records, [w.size for w in works])
+        return _split(records, sizes)
+
+    def _predictions(self, out: Output, records: list[dict[str, Any]]) -> None:
+        proba = {c: np.asarray(p, dtype=np.float64) for c, p in self.run.task.proba(out.logits).items()}
+        for i, pred in enumerate(self.run.task.predict(self.run.task.scores(out))):
+            records[i]["prediction"] = pred
+            if proba:
+                records[i]["probabilities"] = {c: float(p[i]) for c, p in proba.items()}
 
     @torch.inference_mode()
     def forward(self, dataset: MultimodalDataset) -> Output:
         """One forward pass over every record (what `predict_outputs` does per batch, without its loader)."""
         batch = dataset.__getitems__(range(len(dataset))).to(self.device)
-        return self.run.model(to_model_inputs(batch, self.run.processors, train=False))
+        return self.backend(to_model_inputs(batch, self.run.processors, train=False))
 
     def _explain(self, works: Sequence[Work], records: list[dict[str, Any]]) -> None:
         asked = [i for i, w in enumerate(works) if w.explain]
@@ -238,7 +255,7 @@ def create_app(run: str | Path | Run, settings: ServeSettings | None = None) -> 
     """The FastAPI app serving one run directory (or an already loaded Run)."""
     settings = settings or ServeSettings()
     check_binding(settings.host, settings.api_key)
-    service = Service(run if isinstance(run, Run) else load_run(run), settings.device)
+    service = Service(run if isinstance(run, Run) else load_run(run), settings.device, settings.backend)
     limits = resolve_limits(service.run.processors, asdict(settings))
     budget = DecodeBudget(int(limits.decode_memory_mb * MB))
     batcher: MicroBatcher[Work, list[dict[str, Any]]] = MicroBatcher(
@@ -282,22 +299,24 @@ def create_app(run: str | Path | Run, settings: ServeSettings | None = None) -> 
         values = coerce_records(records, service.fields)
         return values, check_files(values, service.fields, service.run.processors, limits)
 
-    async def answer(records: list[Any], explain: bool) -> list[dict[str, Any]]:
+    async def answer(records: list[Any], explain: bool, embed: bool) -> list[dict[str, Any]]:
         if explain and not service.explains:
             raise RequestError(400, message=f"explain needs a task head; a {service.run.config.target.task} run "
                                             "has none")
-        values, cost = await run_in_threadpool(checked, records)
-        decoded = await budget.run(cost, read_records, values, service.fields, service.run.processors)
-        work = Work(decoded, explain)
+        with batcher.incoming():  # a batch being collected may wait for this request
+            values, cost = await run_in_threadpool(checked, records)
+            decoded = await budget.run(cost, read_records, values, service.fields, service.run.processors)
+        work = Work(decoded, explain, embed)
         try:
             return finite_results(await batcher.submit(work, work.size, settings.timeout_s))
         except QueueFull as err:
             raise RequestError(503, message=f"the server is busy ({err}); retry shortly") from None
 
-    async def run_records(request: Request, explain: bool) -> list[dict[str, Any]]:
-        records, explain_in_body = await records_of(request)
+    async def run_records(request: Request, explain: bool, embed: bool = False) -> list[dict[str, Any]]:
+        with batcher.incoming():  # a batch being collected may wait for this request
+            records, explain_in_body = await records_of(request)
         try:  # the timeout covers decoding, the queue and inference
-            return await asyncio.wait_for(answer(records, explain or explain_in_body), settings.timeout_s)
+            return await asyncio.wait_for(answer(records, explain or explain_in_body, embed), settings.timeout_s)
         except asyncio.TimeoutError:
             raise RequestError(504, message=f"no result within {settings.timeout_s:g} s (--timeout-s); the server "
                                             "is overloaded or the request too large") from None
@@ -313,12 +332,12 @@ def create_app(run: str | Path | Run, settings: ServeSettings | None = None) -> 
             raise RequestError(400, message=f"a {service.run.config.target.task} run predicts no labels; "
                                             "use POST /embed")
         results = await run_records(request, explain)
-        return {"predictions": [{k: v for k, v in r.items() if k != "embedding"} for r in results]}
+        return {"predictions": results}
 
     @app.post("/embed", openapi_extra=body_doc, responses=_ERROR_DOCS,
               summary="Embed: the fused representation of every record")
     async def embed(request: Request) -> dict[str, Any]:
-        results = await run_records(request, explain=False)
+        results = await run_records(request, explain=False, embed=True)
         embeddings = [r["embedding"] for r in results]
         return {"embeddings": embeddings, "dim": len(embeddings[0])}
 

@@ -1,16 +1,18 @@
 """Dynamic micro-batching: concurrent requests share one forward pass.
 
-Requests go into a bounded queue. One worker takes the oldest request, then keeps collecting until it holds
-`max_batch` records or `max_wait_ms` have passed since it took the first, runs the handler once on all of them
-(in its own thread, so the event loop keeps accepting requests) and resolves each request's future with its
-share of the results. A full queue refuses at once (`QueueFull`) instead of letting latency grow unbounded.
+Requests go into a bounded queue. One worker takes the oldest request and every request already waiting, up to
+`max_batch` records; it waits (at most `max_wait_ms` since it took the first) only for requests known to be on
+their way (`incoming()`: being read or decoded), so a lone request never waits. It runs the handler once on
+the batch (in its own thread, so the event loop keeps accepting requests; requests arriving meanwhile form the
+next batch) and resolves each request's future with its share of the results. A full queue refuses at once
+(`QueueFull`) instead of letting latency grow unbounded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -50,6 +52,7 @@ class MicroBatcher(Generic[P, R]):
         self.max_wait = max_wait_ms / 1000.0
         self.queue_size = queue_size
         self.batches = 0  # handler calls so far
+        self._incoming = 0  # requests announced by `incoming()` and not yet submitted
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="polymodal-batch")
         self._queue: asyncio.Queue[_Job[P]] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -58,6 +61,15 @@ class MicroBatcher(Generic[P, R]):
     @property
     def waiting(self) -> int:
         return self._queue.qsize() if self._queue is not None else 0
+
+    @contextlib.contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Announce a request that is being read or decoded: a batch being collected may wait for it."""
+        self._incoming += 1
+        try:
+            yield
+        finally:
+            self._incoming -= 1
 
     def start(self) -> None:
         """Start the worker on the running event loop (again, if the loop changed since)."""
@@ -101,16 +113,24 @@ class MicroBatcher(Generic[P, R]):
         jobs = [first if first is not None else await self._queue.get()]
         size, deadline = jobs[0].size, loop.time() + self.max_wait
         while size < self.max_batch:
-            left = deadline - loop.time()
-            try:
-                job = self._queue.get_nowait() if left <= 0 else await asyncio.wait_for(self._queue.get(), left)
-            except (asyncio.QueueEmpty, asyncio.TimeoutError):
+            job = self._queue.get_nowait() if self._queue.qsize() else await self._wait(deadline - loop.time())
+            if job is None:
                 break
             if size + job.size > self.max_batch:
                 return jobs, job
             jobs.append(job)
             size += job.size
         return jobs, None
+
+    async def _wait(self, left: float) -> _Job[P] | None:
+        """The next job if one is on its way and arrives within `left` seconds, else None at once."""
+        assert self._queue is not None
+        if left <= 0 or not self._incoming:
+            return None
+        try:
+            return await asyncio.wait_for(self._queue.get(), left)
+        except asyncio.TimeoutError:
+            return None
 
     async def _run(self, jobs: list[_Job[P]]) -> None:
         loop = asyncio.get_running_loop()

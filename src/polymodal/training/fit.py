@@ -13,12 +13,10 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
-from pytorch_lightning.loggers import CSVLogger
 
 from polymodal.config import Config, SplitConfig
 from polymodal.data.dataset import (
@@ -38,7 +36,11 @@ from polymodal.model import MultimodalModel, build_model, count_parameters
 from polymodal.processors import Processor
 from polymodal.run import METRICS, init_processors, init_weights, save_pipeline, save_weights, write_json
 from polymodal.tasks import Task
-from polymodal.training.module import PolymodalModule
+
+if TYPE_CHECKING:  # Lightning is imported when training starts: reading the data (prepare) does not need it
+    import pytorch_lightning as pl
+
+    from polymodal.training.module import PolymodalModule
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,10 @@ def ensure_val(tables: dict[str, Table], config: Config) -> dict[str, Table]:
 
 def make_trainer(config: Config, run_dir: Path, monitor: str, mode: str,
                  extra: Sequence[pl.Callback] = ()) -> pl.Trainer:
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+    from pytorch_lightning.loggers import CSVLogger
+
     cfg = config.training
     callbacks: list[pl.Callback] = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True),
@@ -141,9 +147,15 @@ def make_trainer(config: Config, run_dir: Path, monitor: str, mode: str,
     )
 
 
-def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback] = ()) -> TrainResult:
+def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback] = (),
+          report: bool = True) -> TrainResult:
     """Train the model a config describes and write its run directory (`callbacks`: extra Lightning callbacks,
-    e.g. the pruning callback of `polymodal tune`)."""
+    e.g. the pruning callback of `polymodal tune`; `report=False`: no report.html, `polymodal report` writes it
+    later)."""
+    import pytorch_lightning as pl
+
+    from polymodal.training.module import PolymodalModule
+
     run_dir = config.run_dir()
     pl.seed_everything(config.training.seed, workers=True, verbose=False)
     prep = prepare(config)
@@ -161,7 +173,7 @@ def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback]
     cfg = config.training
     train_data = prep.stream if prep.stream is not None else prep.datasets["train"]
     data = use_feature_cache(config, model.encoders, prep.processors,  # frozen encoders: stored features
-                             {"train": train_data, "val": prep.datasets["val"]}, device=feature_device(cfg))
+                             {**prep.datasets, "train": train_data}, device=feature_device(cfg))
     loaders = [make_loader(data["train"], cfg.batch_size, True, cfg.num_workers, cfg.seed),
                make_loader(data["val"], cfg.batch_size, False, cfg.num_workers)]
     log_csv = run_dir / "logs" / "metrics.csv"
@@ -182,12 +194,13 @@ def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback]
         return TrainResult(run_dir, {}, count_parameters(model), seconds, trainer.current_epoch)
     load_best(module, trainer)
     save_weights(run_dir, model)
-    metrics = evaluate_splits(model, prep)
+    metrics = evaluate_splits(model, prep, data)
     write_json(run_dir / METRICS, {"params": count_parameters(model), "train_seconds": seconds,
                                    "epochs": trainer.current_epoch, "skipped": prep.skipped, **metrics})
-    from polymodal.evaluation.report import write_report
+    if report:
+        from polymodal.evaluation.report import write_report
 
-    write_report(run_dir)
+        write_report(run_dir)
     return TrainResult(run_dir, metrics, count_parameters(model), seconds, trainer.current_epoch, prep.skipped)
 
 
@@ -207,10 +220,11 @@ def load_best(module: PolymodalModule, trainer: pl.Trainer) -> None:
         module.load_state_dict(state)
 
 
-def evaluate_splits(model: MultimodalModel, prep: Prepared) -> dict[str, dict[str, float]]:
+def evaluate_splits(model: MultimodalModel, prep: Prepared, data: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Metrics of every in-memory split (`data`: the datasets as trained on, cached features included)."""
     out: dict[str, dict[str, float]] = {}
     for split in SPLITS:
         if split in prep.datasets:
-            outputs, target = predict_outputs(model.cpu(), prep.processors, prep.datasets[split])
+            outputs, target = predict_outputs(model.cpu(), prep.processors, data[split])
             out[split] = prep.task.metrics(prep.task.scores(outputs), target, outputs.embeddings)  # type: ignore[arg-type]
     return out
