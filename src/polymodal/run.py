@@ -16,6 +16,7 @@ from torch import nn
 
 from polymodal.config import Config, ConfigError, dump_config, load_config
 from polymodal.data.dataset import build_pipeline
+from polymodal.ensemble.rundir import ENSEMBLE, load_ensemble
 from polymodal.model import MultimodalModel, build_model
 from polymodal.processors import Processor
 from polymodal.tasks import Task
@@ -52,6 +53,8 @@ def load_run(run_dir: str | Path) -> Run:
         if not (path / name).is_file():
             raise FileNotFoundError(f"{str(path)!r} is not a complete run directory: {name} is missing "
                                     "(train it with `polymodal train CONFIG`)")
+    if (path / ENSEMBLE).is_file():  # an ensemble (`polymodal fit`): members' tensors in the same safetensors
+        return Run(*load_ensemble(path), path)  # type: ignore[arg-type]
     config = load_config(path / CONFIG)
     processors, task = build_pipeline(config)
     state = json.loads((path / STATE).read_text())

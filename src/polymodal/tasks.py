@@ -16,7 +16,7 @@ import torchmetrics.functional as M
 from torch import Tensor
 
 from polymodal.config import TargetConfig
-from polymodal.errors import RecordError
+from polymodal.errors import RecordError, UnknownLabel
 from polymodal.processors.base import is_empty
 from polymodal.registry import Registry
 
@@ -116,8 +116,8 @@ class _SingleLabel(Task):
         try:
             return np.asarray(self._index[label], dtype=np.int64)
         except KeyError:
-            raise RecordError(f"label {label!r} does not occur in the training split "
-                              f"(known: {', '.join(self.classes[:20])})") from None
+            raise UnknownLabel(f"label {label!r} does not occur in the training split "
+                               f"(known: {', '.join(self.classes[:20])})") from None
 
     @property
     def _index(self) -> dict[str, int]:

@@ -29,6 +29,7 @@ from polymodal.data.dataset import (
     fit_raw,
     make_loader,
     raise_on_fatal,
+    warn_unseen,
 )
 from polymodal.data.sources import SPLITS, Table, load_splits, split_frame
 from polymodal.data.streaming import StreamingDataset
@@ -85,6 +86,7 @@ def prepare(config: Config) -> Prepared:
     for split, table in tables.items():
         decoded[split] = decode(table, processors, task, fit=split == "train" and init_from is None)
         raise_on_fatal(decoded[split])
+        warn_unseen(split, decoded[split])
         if len(decoded[split].rows) == 0:
             raise ValueError(f"the {split} split has no usable records")
     ragged = {m: p.ragged for m, p in processors.items()}
