@@ -66,9 +66,10 @@ def _available(encoder: str) -> bool:
 def image_spec(column: str, preset: Preset) -> dict[str, Any]:
     if _available("mobilenet_v2"):
         return {"type": "image", "field": column, "size": 224 if preset == "best" else 96, "augment": False,
+                "resize": "pad",
                 "mean": IMAGENET[0], "std": IMAGENET[1], "encoder": {"name": "mobilenet_v2"},
                 "train": {"mode": "frozen"}}
-    return {"type": "image", "field": column, "size": 64}
+    return {"type": "image", "field": column, "size": 64, "resize": "pad"}
 
 
 def text_spec(column: str, preset: Preset) -> dict[str, Any]:
