@@ -143,9 +143,11 @@ def make_trainer(config: Config, run_dir: Path, monitor: str, mode: str,
     )
 
 
-def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback] = ()) -> TrainResult:
+def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback] = (),
+          report: bool = True) -> TrainResult:
     """Train the model a config describes and write its run directory (`callbacks`: extra Lightning callbacks,
-    e.g. the pruning callback of `polymodal tune`)."""
+    e.g. the pruning callback of `polymodal tune`; `report=False` skips the report, e.g. for `fit`'s candidates,
+    which `polymodal report RUN_DIR` can still write later)."""
     run_dir = config.run_dir()
     pl.seed_everything(config.training.seed, workers=True, verbose=False)
     prep = prepare(config)
@@ -187,9 +189,10 @@ def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback]
     metrics = evaluate_splits(model, prep)
     write_json(run_dir / METRICS, {"params": count_parameters(model), "train_seconds": seconds,
                                    "epochs": trainer.current_epoch, "skipped": prep.skipped, **metrics})
-    from polymodal.evaluation.report import write_report
+    if report:
+        from polymodal.evaluation.report import write_report
 
-    write_report(run_dir)
+        write_report(run_dir)
     return TrainResult(run_dir, metrics, count_parameters(model), seconds, trainer.current_epoch, prep.skipped)
 
 
