@@ -38,8 +38,9 @@ from polymodal.features.cache import feature_device, use_feature_cache
 from polymodal.model import MultimodalModel, build_model, count_parameters
 from polymodal.processors import Processor
 from polymodal.run import METRICS, init_processors, init_weights, save_pipeline, save_weights, write_json
-from polymodal.tasks import Task
+from polymodal.tasks import Multilabel, Task
 from polymodal.training.module import PolymodalModule
+from polymodal.training.thresholds import tune_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,9 @@ def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback]
     if trainer.global_rank != 0:
         return TrainResult(run_dir, {}, count_parameters(model), seconds, trainer.current_epoch)
     load_best(module, trainer)
+    if isinstance(prep.task, Multilabel):  # per-label thresholds tuned on validation (saved with the task)
+        tune_thresholds(model.cpu(), prep.task, prep.processors, prep.datasets["val"])
+        save_pipeline(run_dir, config, prep.processors, prep.task)
     save_weights(run_dir, model)
     metrics = evaluate_splits(model, prep)
     write_json(run_dir / METRICS, {"params": count_parameters(model), "train_seconds": seconds,
