@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 from torch import Tensor
 
 from polymodal.apps.candidates import Scored, neural, tfidf_linear, trees
@@ -63,9 +65,28 @@ def _available(encoder: str) -> bool:
     return ENCODERS.get(encoder).unavailable() is None  # type: ignore[attr-defined]
 
 
-def image_spec(column: str, preset: Preset) -> dict[str, Any]:
+def native_size(paths: pd.Series, root: Path, sample: int = 20) -> int:
+    """The median longest side of (up to `sample` of) the images, in pixels."""
+    sides = []
+    for value in paths.dropna().head(sample):
+        path = Path(str(value).strip())
+        try:
+            with Image.open(path if path.is_absolute() else root / path) as img:
+                sides.append(max(img.size))
+        except OSError:
+            continue
+    return int(np.median(sides)) if sides else 224
+
+
+def image_size(native: int, preset: Preset) -> int:
+    """Pretrained image size: the images' own (rounded up to a multiple of 32) between 96 and 224 (fast: 96);
+    small pictures are not blown up to 224 px for nothing."""
+    return 96 if preset == "fast" else int(min(224, max(96, -(-native // 32) * 32)))
+
+
+def image_spec(column: str, preset: Preset, native: int = 224) -> dict[str, Any]:
     if _available("mobilenet_v2"):
-        return {"type": "image", "field": column, "size": 224 if preset == "best" else 96, "augment": False,
+        return {"type": "image", "field": column, "size": image_size(native, preset), "augment": False,
                 "resize": "pad",
                 "mean": IMAGENET[0], "std": IMAGENET[1], "encoder": {"name": "mobilenet_v2"},
                 "train": {"mode": "frozen"}}
@@ -79,11 +100,11 @@ def text_spec(column: str, preset: Preset) -> dict[str, Any]:
     return {"type": "text", "field": column}
 
 
-def modality_specs(cols: Columns, preset: Preset) -> dict[str, dict[str, Any]]:
+def modality_specs(cols: Columns, preset: Preset, sizes: dict[str, int]) -> dict[str, dict[str, Any]]:
     """One modality per file or text column, one `tabular` for the numbers and categories, one per vector."""
     specs: dict[str, dict[str, Any]] = {}
     for col, kind in cols.files.items():
-        specs[col] = image_spec(col, preset) if kind == "image" else {"type": kind, "field": col}
+        specs[col] = image_spec(col, preset, sizes[col]) if kind == "image" else {"type": kind, "field": col}
     for col in cols.text:
         specs[col] = text_spec(col, preset)
     if cols.numeric or cols.categorical:
@@ -104,12 +125,13 @@ def training_defaults(n_train: int, preset: Preset, seed: int) -> dict[str, Any]
             "seed": seed, "progress_bar": False}
 
 
-def build_config(source: Path, cols: Columns, task: str, options: FitOptions, n_train: int) -> Config:
+def build_config(source: Path, cols: Columns, task: str, options: FitOptions, n_train: int,
+                 sizes: dict[str, int]) -> Config:
     split: dict[str, Any] = {"seed": options.seed}
     if options.split_column:
         split["column"] = options.split_column
     data = {"name": "fit", "data": {"source": str(source), "split": split},
-            "modalities": modality_specs(cols, options.preset), "target": {"field": options.target, "task": task},
+            "modalities": modality_specs(cols, options.preset, sizes), "target": {"field": options.target, "task": task},
             "training": training_defaults(n_train, options.preset, options.seed)}
     return parse_config(data, origin="inferred config")
 
@@ -313,9 +335,10 @@ def fit_table(data: pd.DataFrame | str | Path, target: str, split_column: str | 
     for col, acc in leakage(frame, target, cols.numeric + cols.categorical + cols.text).items():
         warn(options, f"column {col!r} alone predicts {target!r} for {acc:.1%} of the records: a leak? "
                       f"(--ignore {col} leaves it out)")
-    config = build_config(source, cols, task, options, n_train=int(0.7 * len(frame)))
+    sizes = {c: native_size(frame[c], root) for c, kind in cols.files.items() if kind == "image"}
+    config = build_config(source, cols, task, options, int(0.7 * len(frame)), sizes)
     tables = _splits(config)
-    config = build_config(source, cols, task, options, n_train=len(tables["train"].frame))
+    config = build_config(source, cols, task, options, len(tables["train"].frame), sizes)
     dump_config(config, options.out / "config.yaml")
     check_labels(tables, target, options)
     task_ = build_task(config.target)
