@@ -315,6 +315,10 @@ def fit_table(data: pd.DataFrame | str | Path, target: str, split_column: str | 
     """Zero-config fit of a table's `target` column; returns a `Predictor` of the chosen model (`OUT/best`)."""
     from polymodal.predictor import Predictor
 
+    try:
+        import sklearn  # noqa: F401  (the classical candidates)
+    except ImportError:
+        raise ValueError("polymodal fit needs scikit-learn: pip install 'polymodal[fit]'") from None
     options = FitOptions(target, split_column, tuple(ignore), time_limit, preset, Path(out), seed)
     start = time.perf_counter()
     options.out.mkdir(parents=True, exist_ok=True)
