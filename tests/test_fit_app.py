@@ -91,3 +91,20 @@ def test_fit_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["predict", str(out / "best"), "--data", str(path), "--out", str(tmp_path / "p.csv")]) == 0
     written = pd.read_csv(tmp_path / "p.csv")
     assert written["record"].tolist() == frame["record"].tolist()
+
+
+def test_fit_dataframe_with_time_limit(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from polymodal.apps.fit import fit_table
+
+    path = make_table(tmp_path / "data", n=45)
+    monkeypatch.chdir(tmp_path / "data")  # a DataFrame's relative paths start at the working directory
+    frame = pd.read_csv(path)
+    predictor = fit_table(frame, target="label", split_column="split", preset="fast", time_limit=0.0,
+                          out=tmp_path / "fit")
+    assert "time limit" in capsys.readouterr().out
+    board = pd.read_csv(tmp_path / "fit" / "leaderboard.csv")
+    assert board["model"].tolist() == ["text_tfidf_logreg", "ensemble"]
+    assert (tmp_path / "fit" / "best" / "ensemble.json").is_file()
+    known = frame[frame["label"] != "d"]
+    assert (predictor.predict(known) == known["label"].to_numpy()).mean() > 0.9

@@ -141,15 +141,23 @@ def load_table(data: pd.DataFrame | str | Path, out: Path) -> tuple[pd.DataFrame
     if isinstance(data, pd.DataFrame):
         out.mkdir(parents=True, exist_ok=True)
         frame = data.reset_index(drop=True)
-        frame.to_parquet(out / "data.parquet") if _parquet_ok(frame) else frame.to_csv(out / "data.csv", index=False)
-        path = out / ("data.parquet" if (out / "data.parquet").is_file() else "data.csv")
-        return frame, Path.cwd(), path.resolve()
+        path = (out / ("data.parquet" if _has_lists(frame) else "data.csv")).resolve()
+        write_table(frame, path)
+        return frame, Path.cwd(), path
     path = Path(data).resolve()
     return read_table(path), table_root(path), path
 
 
-def _parquet_ok(frame: pd.DataFrame) -> bool:
+def _has_lists(frame: pd.DataFrame) -> bool:
+    """Cells holding lists (vectors) need Parquet; anything else is written as CSV."""
     return bool(frame.map(lambda v: isinstance(v, (list, tuple))).to_numpy().any())
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    if path.suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, index=False)
 
 
 def absolute_files(frame: pd.DataFrame, cols: Columns, root: Path) -> pd.DataFrame:
@@ -246,8 +254,9 @@ def run_candidate(kind: str, name: str, arg: Any, config: Config, tables: dict[s
         grid = [1.0, 10.0, 100.0] if preset == "best" else [10.0]
         return tfidf_linear(name, config, arg, tables, scorer, grid)
     if kind == "trees":
-        grid = ([{"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": n} for n in (7, 31)]
-                if preset == "best" else [{"max_iter": 50, "learning_rate": 0.1, "max_leaf_nodes": 15}])
+        grid = ([{"max_iter": i, "learning_rate": lr, "max_leaf_nodes": n} for i, lr in ((100, 0.1), (200, 0.05))
+                 for n in (7, 15, 31)] if preset == "best"
+                else [{"max_iter": 50, "learning_rate": 0.1, "max_leaf_nodes": 15}])
         return trees(name, config, arg, tables, scorer, grid)
     cfg = config.model_copy(update={"modalities": {m: config.modalities[m] for m in arg}})
     return neural(name, cfg, tables, out / "candidates")
@@ -334,7 +343,7 @@ def fit_table(data: pd.DataFrame | str | Path, target: str, split_column: str | 
                          "(binary, multiclass) for now: train it with a config (`polymodal train`)")
     if cols.files and isinstance(data, pd.DataFrame):
         frame = absolute_files(frame, cols, root)
-        frame.to_csv(source, index=False) if source.suffix == ".csv" else frame.to_parquet(source)
+        write_table(frame, source)
     describe(cols, task, options)
     for col, acc in leakage(frame, target, cols.numeric + cols.categorical + cols.text).items():
         warn(options, f"column {col!r} alone predicts {target!r} for {acc:.1%} of the records: a leak? "
