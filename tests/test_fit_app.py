@@ -108,3 +108,20 @@ def test_fit_dataframe_with_time_limit(tmp_path: Path, capsys: pytest.CaptureFix
     assert (tmp_path / "fit" / "best" / "ensemble.json").is_file()
     known = frame[frame["label"] != "d"]
     assert (predictor.predict(known) == known["label"].to_numpy()).mean() > 0.9
+
+
+def test_resolved_config_names_every_encoder(tmp_path: Path) -> None:
+    import yaml
+
+    from polymodal.config import parse_config
+    from polymodal.data.dataset import build_pipeline
+    from polymodal.run import save_pipeline
+
+    config = parse_config({"data": {"source": "t.csv"}, "target": {"field": "y", "task": "multiclass"},
+                           "modalities": {"photo": {"type": "image"},
+                                          "tab": {"type": "tabular", "numeric": ["size"]}}})
+    processors, task = build_pipeline(config)
+    task.fit(["a", "b"])
+    save_pipeline(tmp_path, config, processors, task)
+    written = yaml.safe_load((tmp_path / "config.yaml").read_text())["modalities"]
+    assert written["photo"]["encoder"]["name"] == "image_cnn" and written["tab"]["encoder"]["name"] == "tabular_mlp"
