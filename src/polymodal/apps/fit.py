@@ -212,22 +212,13 @@ class Scorer:
         return (m["accuracy"] + m["macro_f1"]) / 2
 
 
-def log_likelihood(p: Tensor, target: Tensor, task: str) -> float:
-    """Mean log-probability of the true classes (binary: p is the second class's probability, (N, 1))."""
-    if task == "binary":
-        p = torch.cat([1 - p, p], dim=1)
-    return -float(torch.nn.functional.nll_loss(p.clamp_min(1e-7).log(), target.long()))
-
-
 def choose(done: list[Scored], scorer: Scorer, task: str) -> dict[str, float]:
-    """Ensemble weights selected on validation by log-likelihood (smoother than accuracy on a small split);
-    the best single member (weight 1) instead when the ensemble does not beat it on the selection score."""
+    """Ensemble weights selected on validation; a single member (weight 1) when no mixture scores higher."""
     target = done[0].targets["val"]
     probs = {s.member.name: to_probability(s.logits["val"], task) for s in done}
-    weights, _ = greedy_ensemble(probs, lambda p: log_likelihood(p, target, task))
-    mixed = sum(w * probs[m] for m, w in weights.items())
+    weights, value = greedy_ensemble(probs, lambda p: scorer(from_probability(p, task), target))
     best = max(done, key=lambda s: scorer(s.logits["val"], target))
-    if scorer(from_probability(mixed, task), target) <= scorer(best.logits["val"], target):  # type: ignore[arg-type]
+    if value <= scorer(best.logits["val"], target):
         return {best.member.name: 1.0}
     return weights
 
