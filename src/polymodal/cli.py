@@ -76,7 +76,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if predictor.classes:
         proba = predictor.predict_proba(args.data)
         frame = pd.concat([frame, proba.add_prefix("p_")], axis=1)
-    frame.to_csv(args.out, index_label="row")
+    ids = _id_column(args.data)
+    if ids is None:
+        frame.to_csv(args.out, index_label="row")
+    else:
+        frame.insert(0, ids.name, ids.to_numpy())
+        frame.to_csv(args.out, index=False)
     print(f"{len(frame)} predictions written to {args.out}")
     return 0
 
@@ -90,6 +95,27 @@ _SERVE_LIMITS = [  # decoding limits of `polymodal serve` (polymodal.serve.limit
     ("max_video_frames", int, "most frames a video may declare (default: 60 per second of the model's clip)"),
     ("decode_memory_mb", float, "memory all requests may decode into at once (default: 1024)"),
 ]
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from polymodal.apps.fit import fit_table
+
+    ignore = [c.strip() for c in (args.ignore or "").split(",") if c.strip()]
+    fit_table(args.data, args.target, split_column=args.split_column, ignore=ignore, time_limit=args.time_limit,
+              preset=args.preset, out=args.out)
+    return 0
+
+
+def _id_column(path: str):  # type: ignore[no-untyped-def]
+    """The input table's record-id column (id-like: unique, named or shaped like an id), if it has one."""
+    from polymodal.apps.infer import column_kind
+    from polymodal.data.sources import read_table, table_root
+
+    frame = read_table(path)
+    for name in frame.columns:
+        if column_kind(str(name), frame[name], table_root(Path(path))) == "id":
+            return frame[name]
+    return None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -232,6 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variant", default="mnist", choices=["mnist", "fashion"])
     p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("fit", help="zero-config: infer modalities, train candidates and an ensemble, keep the best")
+    p.add_argument("data", help="a table (csv/parquet/jsonl); file paths in it are relative to its folder")
+    p.add_argument("--target", required=True, help="the column to predict")
+    p.add_argument("--split-column", help="column with train/val/test (default: a seeded stratified split)")
+    p.add_argument("--ignore", help="comma-separated columns to leave out")
+    p.add_argument("--time-limit", type=float, help="seconds; no new candidate starts after that")
+    p.add_argument("--preset", default="best", choices=["fast", "best"])
+    p.add_argument("--out", default="runs/fit", help="output folder (leaderboard.csv, config.yaml, best/)")
+    p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("train", help="train from a YAML config")
     p.add_argument("config")

@@ -70,7 +70,9 @@ def compare(config: Config, fusions: list[str], seeds: int, out: Path, unimodal:
         for seed in range(seeds):
             cfg = variant_config(config, variant, seed, out)
             result = train(cfg)
-            rows.append({"model": variant.name, "seed": seed, metric: result.metrics["test"][metric],
+            test = result.metrics["test"]
+            rows.append({"model": variant.name, "seed": seed, metric: test[metric],
+                         **{k: test[k] for k in ALSO_SHOWN if k in test and k != metric},
                          "params": result.params, "train_seconds": result.train_seconds,
                          "latency_ms": latency_ms(result.run_dir)})
             print(f"  {variant.name:<16} seed {seed}: {metric} {rows[-1][metric]:.4f}", flush=True)
@@ -83,21 +85,28 @@ def compare(config: Config, fusions: list[str], seeds: int, out: Path, unimodal:
     return summary
 
 
+# Shown beside the task's selection metric when the task reports them (classification: macro-F1 next to accuracy).
+ALSO_SHOWN = ("macro_f1", "mae")
+
+
 def summarize(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     grouped = runs.groupby("model", sort=False)
     summary = grouped.agg(mean=(metric, "mean"), std=(metric, "std"), params=("params", "first"),
                           train_seconds=("train_seconds", "mean"), latency_ms=("latency_ms", "mean")).reset_index()
     summary["std"] = summary["std"].fillna(0.0)
+    for extra in (k for k in ALSO_SHOWN if k in runs.columns and k != metric):
+        summary.insert(3, f"{extra}_mean", grouped[extra].mean().to_numpy())
     return summary.rename(columns={"mean": f"{metric}_mean", "std": f"{metric}_std"})
 
 
 def format_summary(summary: pd.DataFrame, metric: str, seeds: int) -> str:
-    lines = [f"{'model':<16}{metric + ' (mean +/- std, ' + str(seeds) + ' seeds)':>34}{'params':>11}"
-             f"{'train_s':>9}{'ms/record':>11}"]
-    for r in summary.itertuples(index=False):
-        mean, std = getattr(r, f"{metric}_mean"), getattr(r, f"{metric}_std")
-        lines.append(f"{r.model:<16}{mean:>26.4f} +/- {std:.4f}{r.params:>11,}{r.train_seconds:>9.1f}"
-                     f"{r.latency_ms:>11.4f}")
+    extras = [c for c in summary.columns if c.endswith("_mean") and c != f"{metric}_mean"]
+    lines = [f"{'model':<16}{metric + ' (mean +/- std, ' + str(seeds) + ' seeds)':>34}"
+             + "".join(f"{c[:-5]:>10}" for c in extras) + f"{'params':>11}{'train_s':>9}{'ms/record':>11}"]
+    for r in summary.to_dict("records"):
+        mean, std = r[f"{metric}_mean"], r[f"{metric}_std"]
+        lines.append(f"{r['model']:<16}{mean:>26.4f} +/- {std:.4f}" + "".join(f"{r[c]:>10.4f}" for c in extras)
+                     + f"{r['params']:>11,}{r['train_seconds']:>9.1f}{r['latency_ms']:>11.4f}")
     return "\n".join(lines)
 
 

@@ -79,6 +79,13 @@ class ImageSpec(ModalityBase):
                                                        "null: fitted on the training images")
     std: list[float] | None = Field(None, description="per-channel std, e.g. ImageNet's [0.229, 0.224, 0.225]; "
                                                       "set together with mean")
+    resize: Literal["squash", "pad", "crop"] = Field(
+        "squash", description="squash: stretch to size x size | pad: keep the aspect ratio, fill the rest with "
+                              "background | crop: keep the aspect ratio, cut the centre square")
+    background: list[int] = Field([255, 255, 255], min_length=3, max_length=3,
+                                  description="RGB colour that transparent pixels are composited onto (and pad fills)")
+    frame: int | Literal["middle"] = Field(0, description="animated images (GIF, APNG, WebP): which frame; 'middle' "
+                                                          "or an index (past the last: the last)")
 
     @model_validator(mode="after")
     def _fixed_stats(self) -> ImageSpec:

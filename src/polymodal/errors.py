@@ -33,3 +33,7 @@ class DataError(ValueError):
 
 class RecordError(ValueError):
     """One value that cannot be read; the caller adds which record and field it came from."""
+
+
+class UnknownLabel(RecordError):
+    """A label the training split never had: in validation or test it leaves the record out of the metrics."""

@@ -14,8 +14,9 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from polymodal.config import Config, ConfigError, dump_config, load_config
+from polymodal.config import Component, Config, ConfigError, dump_config, load_config
 from polymodal.data.dataset import build_pipeline
+from polymodal.ensemble.rundir import ENSEMBLE, load_ensemble
 from polymodal.model import MultimodalModel, build_model
 from polymodal.processors import Processor
 from polymodal.tasks import Task
@@ -36,13 +37,22 @@ class Run:
 
 def save_pipeline(run_dir: Path, config: Config, processors: Mapping[str, Processor], task: Task) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(config, run_dir / CONFIG)
+    dump_config(with_default_encoders(config), run_dir / CONFIG)
     state = {"modalities": {m: p.state() for m, p in processors.items()}, "task": task.state()}
     (run_dir / STATE).write_text(json.dumps(state))
 
 
 def save_weights(run_dir: Path, model: MultimodalModel) -> None:
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(run_dir / WEIGHTS))
+
+
+def with_default_encoders(config: Config) -> Config:
+    """The config with each modality's encoder named, defaults included (so the resolved config shows them)."""
+    from polymodal.encoders import default_encoder
+
+    named = {m: s if s.encoder is not None else s.model_copy(update={"encoder": Component(name=default_encoder(s.type))})
+             for m, s in config.modalities.items()}
+    return config.model_copy(update={"modalities": named})
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -52,6 +62,8 @@ def load_run(run_dir: str | Path) -> Run:
         if not (path / name).is_file():
             raise FileNotFoundError(f"{str(path)!r} is not a complete run directory: {name} is missing "
                                     "(train it with `polymodal train CONFIG`)")
+    if (path / ENSEMBLE).is_file():  # an ensemble (`polymodal fit`): members' tensors in the same safetensors
+        return Run(*load_ensemble(path), path)  # type: ignore[arg-type]
     config = load_config(path / CONFIG)
     processors, task = build_pipeline(config)
     state = json.loads((path / STATE).read_text())

@@ -16,7 +16,7 @@ import torchmetrics.functional as M
 from torch import Tensor
 
 from polymodal.config import TargetConfig
-from polymodal.errors import RecordError
+from polymodal.errors import RecordError, UnknownLabel
 from polymodal.processors.base import is_empty
 from polymodal.registry import Registry
 
@@ -116,8 +116,8 @@ class _SingleLabel(Task):
         try:
             return np.asarray(self._index[label], dtype=np.int64)
         except KeyError:
-            raise RecordError(f"label {label!r} does not occur in the training split "
-                              f"(known: {', '.join(self.classes[:20])})") from None
+            raise UnknownLabel(f"label {label!r} does not occur in the training split "
+                               f"(known: {', '.join(self.classes[:20])})") from None
 
     @property
     def _index(self) -> dict[str, int]:
@@ -255,6 +255,15 @@ class Multilabel(Task):
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(logits, target)
 
+    thresholds: list[float] | None = None  # per label, tuned on validation (`training.thresholds`); None: 0.5
+
+    def scores(self, out: Output) -> Tensor:
+        """Logits shifted so that 0 is each label's threshold (predict and the F1 metrics decide at 0)."""
+        if not self.thresholds:
+            return out.logits
+        t = torch.tensor(self.thresholds, device=out.logits.device).clamp(1e-4, 1 - 1e-4)
+        return out.logits - torch.log(t / (1 - t))  # (B, L)
+
     def predict(self, logits: Tensor) -> list[Any]:
         hits = (logits > 0).cpu().numpy()
         return [self.target.separator.join(c for c, h in zip(self.classes, row) if h) for row in hits]
@@ -274,10 +283,10 @@ class Multilabel(Task):
         }
 
     def state(self) -> dict[str, Any]:
-        return {"classes": self.classes}
+        return {"classes": self.classes, "thresholds": self.thresholds}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.classes = state["classes"]
+        self.classes, self.thresholds = state["classes"], state.get("thresholds")
 
 
 @TASKS.register("regression")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +17,15 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from polymodal.config import Config
 from polymodal.data.batch import Batch
 from polymodal.data.sources import Table
-from polymodal.errors import DataError, Problem, RecordError
+from polymodal.errors import DataError, Problem, RecordError, UnknownLabel
 from polymodal.features.precomputed import is_precomputed
 from polymodal.processors import Processor, build_processor
 from polymodal.processors.base import Arrays
 from polymodal.tasks import Task, build_task
 
 Reader = Callable[[Processor, Any, Path], Arrays]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -101,6 +105,10 @@ def _decode_record(table: Table, row: int, values: dict[str, Any], label: Any,
     if task is not None:
         try:
             target = task.encode(label)
+        except UnknownLabel as err:  # only outside training (the classes are the training split's)
+            out.problems.append(Problem(table.name, row, "/".join(task.fields), f"{err}; {UNSEEN}", fatal=False))
+            out.skipped += 1
+            return
         except RecordError as err:
             out.problems.append(Problem(table.name, row, "/".join(task.fields), str(err)))
             return
@@ -120,6 +128,18 @@ def _check_shapes(table: Table, processors: Mapping[str, Processor], out: Decode
                 proc.check(item)
             except RecordError as err:
                 out.problems.append(Problem(table.name, out.rows[k], m, f"{err} (inconsistent array shape)"))
+
+
+UNSEEN = "record left out of the metrics"
+
+
+def warn_unseen(split: str, decoded: Decoded) -> int:
+    """Log how many records of a split carry a class the training split never had; returns the count."""
+    count = sum(UNSEEN in p.message for p in decoded.problems)
+    if count:
+        log.warning("%d %s record(s) have a class never seen in training; they are left out of its metrics",
+                    count, split)
+    return count
 
 
 def raise_on_fatal(decoded: Decoded) -> None:

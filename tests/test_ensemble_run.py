@@ -1,0 +1,66 @@
+"""Classical models stored as tensors, and an ensemble run that loads like any other run (no pickle)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from polymodal.apps.candidates import tfidf_linear, trees
+from polymodal.config import TabularSpec, parse_config
+from polymodal.data.batch import Batch
+from polymodal.data.sources import Table
+from polymodal.ensemble.classical import trees_from_sklearn
+from polymodal.ensemble.model import to_probability
+from polymodal.ensemble.rundir import save_ensemble
+from polymodal.predictor import Predictor
+from polymodal.tasks import build_task
+
+
+def test_trees_match_sklearn() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4))
+    x[rng.random((200, 4)) < 0.1] = np.nan
+    y = (np.nan_to_num(x[:, 0]) + np.nan_to_num(x[:, 1]) ** 2 > 0.5).astype(int) + (x[:, 2] > 1)
+    model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(x, y)
+    module = trees_from_sklearn(model, ["tab"])
+    batch = Batch({"tab": {"numeric": torch.from_numpy(x).float()}}, {"tab": torch.ones(200, dtype=torch.bool)})
+    expected = model.decision_function(x.astype(np.float32).astype(np.float64))
+    assert np.allclose(module(batch).numpy(), expected, atol=1e-4)
+
+
+def small_tables(tmp_path: Path) -> tuple[dict[str, Table], pd.DataFrame]:
+    rng = np.random.default_rng(1)
+    labels = np.array(["a", "b", "c"] * 20)
+    words = {"a": "red apple", "b": "green leaf", "c": "blue sky"}
+    frame = pd.DataFrame({"caption": [f"{words[v]} {rng.choice(['x', 'y'])}" for v in labels],
+                          "size": rng.normal(size=60) + (labels == "b") * 2, "label": labels})
+    parts = {"train": frame.iloc[:36], "val": frame.iloc[36:48], "test": frame.iloc[48:]}
+    return {s: Table(p.reset_index(drop=True), tmp_path, s) for s, p in parts.items()}, frame
+
+
+def test_ensemble_run_round_trip(tmp_path: Path) -> None:
+    tables, frame = small_tables(tmp_path)
+    config = parse_config({"data": {"source": str(tmp_path / "t.csv")},
+                           "modalities": {"size": {"type": "tabular", "numeric": ["size"]}},
+                           "target": {"field": "label", "task": "multiclass"}})
+    task = build_task(config.target)
+    task.fit(task.values(tables["train"].frame))
+
+    def score(logits: torch.Tensor, target: torch.Tensor) -> float:
+        return task.metrics(logits, target)["accuracy"]
+
+    text = tfidf_linear("text", config, ["caption"], tables, score, [10.0])
+    tab = trees("tab", config, TabularSpec(type="tabular", numeric=["size"]), tables, score,
+                [{"max_iter": 20, "max_leaf_nodes": 7}])
+    save_ensemble(tmp_path / "best", "best", [text.member, tab.member], {"text": 0.75, "tab": 0.25}, task)
+    assert not list((tmp_path / "best").glob("*.pkl"))
+    predictor = Predictor.load(tmp_path / "best")
+    proba = predictor.predict_proba(tables["val"].frame).to_numpy()
+    expected = 0.75 * to_probability(text.logits["val"], "multiclass") + 0.25 * to_probability(
+        tab.logits["val"], "multiclass")
+    assert np.allclose(proba, expected.numpy(), atol=1e-5)
+    assert predictor.evaluate(tables["test"].frame)["accuracy"] > 0.9
