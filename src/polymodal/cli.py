@@ -31,7 +31,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.out:
         config = config.model_copy(update={"output_dir": args.out})
-    result = train(config, resume=args.resume)
+    result = train(config, resume=args.resume, overwrite=args.overwrite)
     print(f"run directory: {result.run_dir}")
     for split, metrics in result.metrics.items():
         print(f"{split:>5}: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("--out", help="run directory (overrides output_dir)")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory (once the new "
+                                                            "run is complete)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("tune", help="hyperparameter search (Optuna) over the config's `tune:` space")

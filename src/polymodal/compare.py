@@ -69,7 +69,7 @@ def compare(config: Config, fusions: list[str], seeds: int, out: Path, unimodal:
     for variant in variants(config, fusions, unimodal):
         for seed in range(seeds):
             cfg = variant_config(config, variant, seed, out)
-            result = train(cfg)
+            result = train(cfg, overwrite=True)
             rows.append({"model": variant.name, "seed": seed, metric: result.metrics["test"][metric],
                          "params": result.params, "train_seconds": result.train_seconds,
                          "latency_ms": latency_ms(result.run_dir)})

@@ -19,8 +19,10 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from polymodal.config import Config, SplitConfig
+from polymodal.data.checks import split_notes
 from polymodal.data.dataset import (
     Decoded,
     MultimodalDataset,
@@ -36,8 +38,20 @@ from polymodal.evaluation.inference import predict_outputs
 from polymodal.features.cache import feature_device, use_feature_cache
 from polymodal.model import MultimodalModel, build_model, count_parameters
 from polymodal.processors import Processor
-from polymodal.run import METRICS, init_processors, init_weights, save_pipeline, save_weights, write_json
+from polymodal.run import (
+    METRICS,
+    finish_run,
+    init_processors,
+    init_weights,
+    partial_dir,
+    save_pipeline,
+    save_weights,
+    start_run,
+    write_json,
+    write_manifest,
+)
 from polymodal.tasks import Task
+from polymodal.training.guards import LIKELY_CAUSES, FiniteGuard, NonFiniteError, RngState, first_nonfinite
 from polymodal.training.module import PolymodalModule
 
 log = logging.getLogger(__name__)
@@ -85,6 +99,8 @@ def prepare(config: Config) -> Prepared:
     for split, table in tables.items():
         decoded[split] = decode(table, processors, task, fit=split == "train" and init_from is None)
         raise_on_fatal(decoded[split])
+        for note in split_notes(split, decoded[split], task):
+            log.warning("%s", note)
         if len(decoded[split].rows) == 0:
             raise ValueError(f"the {split} split has no usable records")
     ragged = {m: p.ragged for m, p in processors.items()}
@@ -141,32 +157,39 @@ def make_trainer(config: Config, run_dir: Path, monitor: str, mode: str,
     )
 
 
-def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback] = ()) -> TrainResult:
+def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback] = (),
+          overwrite: bool = False) -> TrainResult:
     """Train the model a config describes and write its run directory (`callbacks`: extra Lightning callbacks,
-    e.g. the pruning callback of `polymodal tune`)."""
+    e.g. the pruning callback of `polymodal tune`).
+
+    The run is written into a temporary folder and moved into place when complete; an existing run directory is
+    replaced only with `overwrite`. `resume` continues an interrupted (or finished) run from its last checkpoint,
+    exactly as it would have gone on (CPU, `num_workers: 0`)."""
     run_dir = config.run_dir()
+    chief = rank_zero_only.rank == 0
+    work = start_run(run_dir, resume, overwrite) if chief else partial_dir(run_dir)
     pl.seed_everything(config.training.seed, workers=True, verbose=False)
     prep = prepare(config)
     model = build_model(config, prep.processors, prep.task.num_outputs)
     if config.training.init_from is not None:
         loaded = init_weights(model, config.training.init_from)
         log.info("initialized %d tensors from %s", len(loaded), config.training.init_from)
-    save_pipeline(run_dir, config, prep.processors, prep.task)
+    if chief:
+        save_pipeline(work, config, prep.processors, prep.task)
     module = PolymodalModule(model, prep.task, prep.processors, config.training,
                              {o.name: o.weight for o in config.objectives},
                              {m: spec.train for m, spec in config.modalities.items()})
     monitor = config.training.monitor or f"val_{prep.task.monitor}"
-    trainer = make_trainer(config, run_dir, monitor, prep.task.mode, callbacks)
-    last = run_dir / "checkpoints" / "last.ckpt"
+    trainer = make_trainer(config, work, monitor, prep.task.mode, [FiniteGuard(), RngState(), *callbacks])
+    last = work / "checkpoints" / "last.ckpt"
     cfg = config.training
     train_data = prep.stream if prep.stream is not None else prep.datasets["train"]
     data = use_feature_cache(config, model.encoders, prep.processors,  # frozen encoders: stored features
                              {"train": train_data, "val": prep.datasets["val"]}, device=feature_device(cfg))
     loaders = [make_loader(data["train"], cfg.batch_size, True, cfg.num_workers, cfg.seed),
                make_loader(data["val"], cfg.batch_size, False, cfg.num_workers)]
-    log_csv = run_dir / "logs" / "metrics.csv"
-    resuming = resume and last.is_file()
-    previous = pd.read_csv(log_csv) if resuming and log_csv.is_file() else None
+    log_csv = work / "logs" / "metrics.csv"
+    previous = pd.read_csv(log_csv) if resume and log_csv.is_file() else None
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -174,20 +197,26 @@ def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback]
         warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")  # ours is exact
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # frozen encoders
-        trainer.fit(module, *loaders, ckpt_path=str(last) if resuming else None)
+        trainer.fit(module, *loaders, ckpt_path=str(last) if resume else None, weights_only=True)
     seconds = time.perf_counter() - start
     if previous is not None and trainer.global_rank == 0:
         merge_log(log_csv, previous)
     if trainer.global_rank != 0:
         return TrainResult(run_dir, {}, count_parameters(model), seconds, trainer.current_epoch)
     load_best(module, trainer)
-    save_weights(run_dir, model)
+    bad = first_nonfinite(model)
+    if bad is not None:
+        raise NonFiniteError(f"training ended with weight {bad!r} not finite; nothing was saved as a finished run. "
+                             f"{LIKELY_CAUSES}")
+    save_weights(work, model)
     metrics = evaluate_splits(model, prep)
-    write_json(run_dir / METRICS, {"params": count_parameters(model), "train_seconds": seconds,
-                                   "epochs": trainer.current_epoch, "skipped": prep.skipped, **metrics})
+    write_json(work / METRICS, {"params": count_parameters(model), "train_seconds": seconds,
+                                "epochs": trainer.current_epoch, "skipped": prep.skipped, **metrics})
+    write_manifest(work)
     from polymodal.evaluation.report import write_report
 
-    write_report(run_dir)
+    write_report(work)
+    finish_run(work, run_dir)
     return TrainResult(run_dir, metrics, count_parameters(model), seconds, trainer.current_epoch, prep.skipped)
 
 
