@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -106,14 +107,26 @@ def start_run(run_dir: Path, resume: bool = False, overwrite: bool = False) -> P
 def _resume_from(run_dir: Path, work: Path) -> Path:
     last = Path("checkpoints") / "last.ckpt"
     if (work / last).is_file():
+        check_checkpoint(work / last)
         return work
     if (run_dir / last).is_file():
+        check_checkpoint(run_dir / last)
         if work.exists():
             shutil.rmtree(work)
         shutil.copytree(run_dir, work)
         return work
     raise RunError(f"--resume: no checkpoint to resume from ({str(work / last)!r} and {str(run_dir / last)!r} do "
                    "not exist); train without --resume to start from scratch")
+
+
+def check_checkpoint(path: Path) -> None:
+    """Refuse a checkpoint that cannot be read as tensors and plain data (truncated, damaged, a foreign pickle)."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError... for a damaged file
+        raise RunError(f"--resume: checkpoint {str(path)!r} cannot be read ({type(err).__name__}: "
+                       f"{str(err).splitlines()[0] if str(err) else ''}); it may have been cut short while being "
+                       "written. Delete it and train without --resume to start from scratch") from None
 
 
 def finish_run(work: Path, run_dir: Path) -> None:

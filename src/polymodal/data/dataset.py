@@ -136,6 +136,12 @@ def raise_on_fatal(decoded: Decoded) -> None:
         raise DataError(decoded.fatal)
 
 
+def blank_dataset(processors: Mapping[str, Processor]) -> MultimodalDataset:
+    """One record with every modality missing (shapes for outputs of 0 records)."""
+    decoded = Decoded({m: [p.blank()] for m, p in processors.items()}, {m: [False] for m in processors}, [], [0])
+    return MultimodalDataset(decoded, {m: p.ragged for m, p in processors.items()})
+
+
 class MultimodalDataset(Dataset[Batch]):
     """Decoded records in memory; `__getitems__` returns a collated Batch directly (no per-record Python)."""
 

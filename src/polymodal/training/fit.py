@@ -128,6 +128,9 @@ def _label_field(config: Config) -> str | None:
 
 def ensure_val(tables: dict[str, Table], config: Config) -> dict[str, Table]:
     """Carve a validation split (15%, seeded, stratified) out of train when none is given."""
+    if "train" not in tables or len(tables["train"]) == 0:
+        raise ValueError("the data has no training records (an empty table, a header only, or a split column "
+                         "without 'train'); add records or point data.source / data.train at the right file")
     if "val" in tables:
         return tables
     train = tables["train"]
