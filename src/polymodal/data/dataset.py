@@ -35,7 +35,7 @@ class Decoded:
     rows: list[int]
     problems: list[Problem] = field(default_factory=list)
     skipped: int = 0
-    unlabelled: int = 0  # records left out because their label is empty
+    unlabelled: int = 0  # records left out because their label is empty (counted in `skipped` too)
 
     @property
     def fatal(self) -> list[Problem]:
@@ -106,6 +106,7 @@ def _decode_record(table: Table, row: int, values: dict[str, Any], label: Any,
     if task is not None and task.unlabelled(label):
         out.problems.append(Problem(table.name, row, "/".join(task.fields), NO_LABEL, fatal=False))
         out.unlabelled += 1
+        out.skipped += 1
         return
     if task is not None:
         try:
