@@ -46,7 +46,8 @@ def resolve_file(value: Any, root: Path, allow_outside: bool = False) -> Path:
     path = path if path.is_absolute() else root / path
     if not allow_outside and not is_inside(path, root):
         raise RecordError(f"path {str(value).strip()!r} leads outside the data folder {str(root)!r} and is refused "
-                          f"(to read files outside it, set {OUTSIDE_ROOT_SETTING})")
+                          f"(point data.root, or root= of the Predictor, at a folder holding the files, or set "
+                          f"{OUTSIDE_ROOT_SETTING} to read files anywhere)")
     if not path.is_file():
         raise RecordError(f"file {str(path)!r} does not exist")
     return path
