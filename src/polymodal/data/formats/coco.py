@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from polymodal.config import CocoConfig, DataConfig
+from polymodal.processors.base import is_inside
 
 if TYPE_CHECKING:
     from polymodal.data.sources import Table
@@ -158,7 +159,7 @@ def _under(folder: Path, value: str) -> Path:
 def _check_files(frame: pd.DataFrame, path: Path, folder: Path) -> None:
     for image_id, name in zip(frame["image_id"], frame["image"]):
         file = _under(folder, name)
-        if not file.is_file():
+        if is_inside(file, folder) and not file.is_file():  # outside the folder: refused when decoded, unopened
             raise FileNotFoundError(f"{path}: image id {image_id}: file {str(file)!r} (from its file_name) does not "
                                     "exist; set data.coco.images to the folder holding the images, or "
                                     "check_files: false to treat unreadable images by the modality's on_error")
