@@ -232,3 +232,13 @@ def test_messy_table_every_problem_with_row_and_field(folder: Path, opened: list
     flagged = {int(x.split(" row ")[1].split(",")[0]) for x in out.splitlines() if " row " in x}
     assert not flagged & set(odd.values()), out
     assert not any("/outside/" in p for p in opened)
+
+
+def test_data_root_is_where_paths_resolve(folder: Path, tmp_path: Path) -> None:
+    (tmp_path / "tables").mkdir()
+    shutil.move(str(folder / "data.csv"), tmp_path / "tables" / "data.csv")
+    cfg = make_config(folder, tmp_path / "run", ["photo", "title"], epochs=1)
+    cfg["data"] = {"source": str(tmp_path / "tables" / "data.csv"), "split": {"ratios": [0.6, 0.2, 0.2], "seed": 0}}
+    assert {p.field for p in validate(parse_config(cfg)).fatal} == {"photo"}  # img/… is not under tables/
+    cfg["data"]["root"] = str(folder)
+    assert not validate(parse_config(cfg)).fatal

@@ -604,7 +604,7 @@ def parse_config(data: dict[str, Any], origin: str = "config", base_dir: Path | 
 
 def resolve_paths(config: Config, base_dir: Path) -> Config:
     data = config.data.model_copy()
-    for key in ("source", "train", "val", "test"):
+    for key in ("source", "train", "val", "test", "root"):
         value = getattr(data, key)
         if value is not None and not Path(value).is_absolute():
             setattr(data, key, str((base_dir / value).resolve()))
