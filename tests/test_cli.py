@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -30,7 +31,7 @@ def test_train_evaluate_predict(data_dir: Path, tmp_path: Path, capsys: pytest.C
     out = tmp_path / "preds.csv"
     assert main(["predict", str(tmp_path / "run"), "--data", str(data_dir / "data.parquet"), "--out", str(out)]) == 0
     preds = pd.read_csv(out)
-    assert list(preds.columns) == ["row", "prediction", "p_x", "p_y", "p_z"] and len(preds) == 60
+    assert list(preds.columns) == ["row", "prediction", "p_x", "p_y", "p_z", "no_input"] and len(preds) == 60
 
 
 def test_validate_lists_every_problem_with_row_and_field(data_dir: Path, tmp_path: Path,
@@ -41,18 +42,15 @@ def test_validate_lists_every_problem_with_row_and_field(data_dir: Path, tmp_pat
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "corrupt.png").write_bytes(b"\x89PNG broken")
     frame.loc[1, "photo"] = str(tmp_path / "img" / "corrupt.png")
-    frame.loc[2, "sound"] = str(data_dir / "wav" / "missing.wav")
+    frame.loc[2, "sound"] = "wav/missing.wav"
     frame.loc[3, "title"] = ""
     frame.loc[4, "label"] = None
     frame.loc[5, "price"] = "cheap"
     frame.loc[6, "emb"] = "[1.0, 2.0]"
     frame.loc[45, "label"] = "w"
     frame.to_csv(tmp_path / "data.csv", index=False)
-    for sub in ("img", "wav", "seq"):
-        if not (tmp_path / sub).exists():
-            (tmp_path / sub).symlink_to(data_dir / sub)
-    for f in (data_dir / "img").iterdir():
-        (tmp_path / "img" / f.name).symlink_to(f)
+    for sub in ("img", "wav", "seq"):  # copies: symlinks leading out of the data folder are refused
+        shutil.copytree(data_dir / sub, tmp_path / sub, dirs_exist_ok=True)
     cfg = make_config(tmp_path, tmp_path / "run")
     cfg["data"] = {"source": str(tmp_path / "data.csv"), "split": {"column": "split"}}
     code = main(["validate", str(write_config(tmp_path / "cfg.yaml", cfg)), "--all"])
@@ -60,12 +58,14 @@ def test_validate_lists_every_problem_with_row_and_field(data_dir: Path, tmp_pat
     assert code == 1
     for expected in ("train row 1, field 'photo': cannot decode image", "train row 2, field 'sound'",
                      "missing.wav' does not exist", "train row 3, field 'title': empty",
-                     "train row 4, field 'label': label is empty or NaN", "train row 5, field 'specs'",
+                     "warn  train row 4, field 'label': no label: the record is left out", "train row 5, field 'specs'",
                      "'price' holds 'cheap'", "train row 6, field 'emb': vector has 2 values",
                      "val row 45, field 'label': label 'w' does not occur"):
         assert expected in out, expected
     assert "warn  val row 45, field 'label': label 'w' does not occur" in out  # a warning, not an error
-    assert "5 error(s)" in out and "training would stop" in out
+    assert "4 error(s)" in out and "training would stop" in out
+    assert "train, field 'label': 1 record(s) without a label left out" in out
+    assert "train: 40 records, 35 usable" in out  # failed records are not usable; the unlabelled one is left out
 
 
 def test_validate_clean_data_exits_zero(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -61,12 +61,15 @@ def test_skip_and_missing_policies(tmp_path: Path) -> None:
     assert missing.rows == list(range(6)) and missing.present["photo"][2] is False
 
 
-def test_nan_label_names_the_row(tmp_path: Path) -> None:
+def test_nan_label_names_the_row_and_leaves_the_record_out(tmp_path: Path) -> None:
     frame = make_records(tmp_path, n=6)
     frame.loc[5, "label"] = float("nan")
     table, processors, task = prepared(tmp_path, frame)
     decoded = decode(table, processors, task, fit=True)
-    assert [str(p) for p in decoded.fatal] == ["train row 5, field 'label': label is empty or NaN; fill it in or drop the record"]
+    assert not decoded.fatal and decoded.rows == [0, 1, 2, 3, 4] and decoded.unlabelled == 1
+    assert [str(p) for p in decoded.problems if "label" in p.field] == [
+        "train row 5, field 'label': no label: the record is left out (records without a label are not used for "
+        "training or evaluation)"]
 
 
 def test_missing_column_is_named(tmp_path: Path) -> None:

@@ -118,7 +118,7 @@ def subset(root: Path, out: Path, per_split: int = 24) -> Path:
 def tiny_config(source: Path, out: Path, **overrides: Any) -> dict[str, Any]:
     image = {"type": "image", "size": 16, "encoder": {"name": "image_cnn", "width": 8, "blocks": 2, "out_dim": 16}}
     return {
-        "data": {"source": str(source), "split": {"column": "split"}},
+        "data": {"source": str(source), "split": {"column": "split"}, "allow_outside_root": True},  # absolute paths
         "modalities": {"image": image},
         "target": {"field": "keywords", "task": "multilabel", "min_count": 3},
         "fusion": {"name": "concat", "hidden": 16},

@@ -311,7 +311,8 @@ def test_translation_config_trains_evaluates_and_predicts_from_the_cli(tmp_path:
     frame["image"] = [str((root / p).resolve()) for p in frame.image]
     frame.to_csv(tmp_path / "slice.csv", index=False)
     config = yaml.safe_load((Path(__file__).parents[1] / "configs" / "translation.yaml").read_text())
-    config["data"] = {"source": str(tmp_path / "slice.csv"), "split": {"column": "split"}}
+    config["data"] = {"source": str(tmp_path / "slice.csv"), "split": {"column": "split"},
+                      "allow_outside_root": True}  # the slice names the built-in data's files by absolute path
     config["training"].update(epochs=1, progress_bar=False)
     config["output_dir"] = str(tmp_path / "run")
     (tmp_path / "translation.yaml").write_text(yaml.safe_dump(config))

@@ -82,7 +82,7 @@ def test_text_and_audio_training_on_a_subset(records: tuple[Path, pd.DataFrame],
     subset = pd.concat([frame[frame["split"] == s].head(n) for s, n in (("train", 48), ("val", 16), ("test", 16))])
     subset.assign(audio=[str(root / a) for a in subset["audio"]]).to_csv(tmp_path / "records.csv", index=False)
     config = parse_config({
-        "data": {"source": str(tmp_path / "records.csv"), "split": {"column": "split"}},
+        "data": {"source": str(tmp_path / "records.csv"), "split": {"column": "split"}, "allow_outside_root": True},
         "modalities": {"text": {"type": "text", "vocab_size": 64, "encoder": {"name": "text_gru", "out_dim": 8}},
                        "audio": {"type": "audio", "sample_rate": 8000, "n_mels": 16, "max_seconds": 3.0,
                                  "encoder": {"name": "audio_cnn", "width": 4, "blocks": 2, "out_dim": 8}}},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -32,8 +33,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.out:
         config = config.model_copy(update={"output_dir": args.out})
-    result = train(config, resume=args.resume, report=not args.no_report)
-    print(f"run directory: {result.run_dir}")
+    result = train(config, resume=args.resume, overwrite=args.overwrite, report=not args.no_report)
+    threads, why = args.threads
+    print(f"run directory: {result.run_dir}  (torch threads: {threads}, {why})")
     for split, metrics in result.metrics.items():
         print(f"{split:>5}: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     return 0
@@ -66,23 +68,19 @@ def _run_split(config, split: str):  # type: ignore[no-untyped-def]
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from polymodal.predictor import Predictor
 
     predictor = Predictor.load(args.run_dir)
-    predictions = predictor.predict(args.data)
-    frame = pd.DataFrame({"prediction": predictions})
-    if predictor.classes:
-        proba = predictor.predict_proba(args.data)
-        frame = pd.concat([frame, proba.add_prefix("p_")], axis=1)
+    frame = predictor.predict_frame(args.data)
     ids = _id_column(args.data)
     if ids is None:
         frame.to_csv(args.out, index_label="row")
     else:
-        frame.insert(0, ids.name, ids.to_numpy())
+        frame.insert(0, str(ids.name), ids.to_numpy())
         frame.to_csv(args.out, index=False)
-    print(f"{len(frame)} predictions written to {args.out}")
+    flagged = int(frame["no_input"].sum())
+    note = f" ({flagged} record(s) with every modality empty: column no_input)" if flagged else ""
+    print(f"{len(frame)} predictions written to {args.out}{note}")
     return 0
 
 
@@ -250,6 +248,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="polymodal", description="Multimodal learning: train, evaluate, predict.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("quickstart", help="train unimodal baselines and fusions on AV-Digits, print a table")
@@ -275,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument("--no-report", action="store_true", help="skip report.html/report.md (`polymodal report` "
                    "writes it later)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory (once the new "
+                                                            "run is complete)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("tune", help="hyperparameter search (Optuna) over the config's `tune:` space")
@@ -362,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("datasets", help="built-in datasets")
     p.add_argument("action", choices=["list"])
     p.set_defaults(func=cmd_datasets)
+    for command in sub.choices.values():  # `polymodal train CFG --debug` as well as `polymodal --debug train CFG`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -376,15 +379,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command not in LIGHT_COMMANDS:
         from polymodal.threads import set_threads
 
-        print("torch threads: %d (%s)" % set_threads(), file=sys.stderr)
+        args.threads = set_threads()
     try:
         return int(args.func(args))
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:  # one message, exit 2; the traceback only with --debug
+        if args.debug:
+            raise
+        print(f"error: {describe_error(err)}", file=sys.stderr)
         return 2
-    except (ValueError, KeyError) as err:  # DataError and other input problems carry their own explanation
-        print(f"error: {str(err).strip(chr(34))}", file=sys.stderr)
-        return 2
+
+
+def describe_error(err: Exception) -> str:
+    """The message of an error a user can cause, with what to do where the error itself does not say."""
+    if isinstance(err, (ConfigError, FileNotFoundError, ValueError, KeyError)):
+        return str(err).strip(chr(34) + "'") if isinstance(err, KeyError) else str(err)
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return f"no space left on device ({err.filename or 'while writing'}); free some space and run again"
+    return f"{type(err).__name__}: {err} (run with --debug for the traceback)"
 
 
 if __name__ == "__main__":

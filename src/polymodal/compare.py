@@ -69,7 +69,7 @@ def compare(config: Config, fusions: list[str], seeds: int, out: Path, unimodal:
     for variant in variants(config, fusions, unimodal):
         for seed in range(seeds):
             cfg = variant_config(config, variant, seed, out)
-            result = train(cfg)
+            result = train(cfg, overwrite=True)
             test = result.metrics["test"]
             rows.append({"model": variant.name, "seed": seed, metric: test[metric],
                          **{k: test[k] for k in ALSO_SHOWN if k in test and k != metric},

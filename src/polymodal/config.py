@@ -258,6 +258,10 @@ class DataConfig(Strict):
     format: Literal["auto", "csv", "parquet", "jsonl", "folder", "webdataset", "multi30k", "coco",
                     "mosi_h5", "mosi_npz", "vqa"] = "auto"
     split: SplitConfig = SplitConfig()
+    root: str | None = Field(None, description="the folder that file paths in the table resolve under (default: the "
+                                               "table's own folder)")
+    allow_outside_root: bool = Field(False, description="let file paths in the table lead outside the data folder "
+                                                        "(`..`, absolute paths elsewhere, symlinks out); off: refused")
     streaming: bool = Field(False, description="read the training split shard by shard instead of into memory "
                                                "(format webdataset or parquet; val/test are still decoded into memory)")
     shuffle_buffer: int = Field(1000, ge=1, description="streaming: records held in the shuffling buffer")
@@ -621,7 +625,7 @@ def parse_config(data: dict[str, Any], origin: str = "config", base_dir: Path | 
 
 def resolve_paths(config: Config, base_dir: Path) -> Config:
     data = config.data.model_copy()
-    for key in ("source", "train", "val", "test"):
+    for key in ("source", "train", "val", "test", "root"):
         value = getattr(data, key)
         if value is not None and not Path(value).is_absolute():
             setattr(data, key, str((base_dir / value).resolve()))

@@ -16,7 +16,8 @@ class Problem:
     fatal: bool = True
 
     def __str__(self) -> str:
-        return f"{self.split} row {self.row}, field {self.field!r}: {self.message}"
+        where = f"{self.split} row {self.row}" if self.row >= 0 else self.split  # row -1: the whole split
+        return f"{where}, field {self.field!r}: {self.message}"
 
 
 class DataError(ValueError):
@@ -27,8 +28,9 @@ class DataError(ValueError):
         shown = "\n  ".join(str(p) for p in problems[:limit])
         more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
         super().__init__(f"{len(problems)} problem(s) in the data:\n  {shown}{more}\n"
-                         "Run `polymodal validate CONFIG` for the full list; fix the records, or set the "
-                         "modality's on_error to 'skip' or 'missing'.")
+                         "Run `polymodal validate CONFIG` for the full list. Fix or drop those records; for "
+                         "unreadable values of a modality, its on_error: skip (drop the record) or missing (use "
+                         "the record without it) also works (labels must be fixed or dropped).")
 
 
 class RecordError(ValueError):

@@ -12,7 +12,7 @@ import torch
 
 from polymodal.data.dataset import MultimodalDataset, decode, raise_on_fatal
 from polymodal.data.sources import Table, read_table, table_root
-from polymodal.evaluation.inference import predict_embeddings, predict_outputs
+from polymodal.evaluation.inference import empty_embeddings, empty_outputs, predict_embeddings, predict_outputs
 from polymodal.model import Output
 from polymodal.run import Run, load_run
 
@@ -53,10 +53,28 @@ class Predictor:
 
     def outputs(self, records: Records, root: str | Path | None = None,
                 drop: frozenset[str] = frozenset()) -> Output:
-        """Raw model outputs (logits, fused embedding, per-modality features) for every record."""
-        dataset = self._dataset(records, root, with_target=False)
+        """Raw model outputs (logits, fused embedding, per-modality features) for every record (0 rows: 0 rows)."""
+        return self._outputs(self._dataset(records, root, with_target=False), drop)
+
+    def _outputs(self, dataset: MultimodalDataset, drop: frozenset[str] = frozenset()) -> Output:
+        if len(dataset) == 0:
+            return empty_outputs(self.run.model, self.run.processors)
         out, _ = predict_outputs(self.run.model, self.run.processors, dataset, self.batch_size, drop)
         return out
+
+    def predict_frame(self, records: Records, root: str | Path | None = None) -> pd.DataFrame:
+        """One row per record: `prediction`, `p_<class>` for classification, and `no_input` (True where every
+        modality of the record is empty: its prediction rests on no data, only on what the model learned)."""
+        dataset = self._dataset(records, root, with_target=False)
+        out = self._outputs(dataset)
+        task = self.run.task
+        frame = pd.DataFrame({"prediction": np.asarray(task.predict(task.scores(out)), dtype=object)})
+        proba = task.proba(out.logits)
+        if proba:
+            frame = pd.concat([frame, pd.DataFrame(proba).add_prefix("p_")], axis=1)
+        present = np.stack(list(dataset.present.values())) if dataset.present else np.zeros((0, len(dataset)))
+        frame["no_input"] = ~present.any(axis=0)
+        return frame
 
     def predict(self, records: Records, root: str | Path | None = None) -> np.ndarray:
         """One prediction per record, in the data's label space (class names or values)."""
@@ -88,6 +106,8 @@ class Predictor:
         decoded = decode(self._table(records, root), processors, None, keep_all=True)
         raise_on_fatal(decoded)
         dataset = MultimodalDataset(decoded, {modality: processors[modality].ragged})
+        if len(dataset) == 0:
+            return empty_embeddings(self.run.model, processors, modality)
         return predict_embeddings(self.run.model, processors, dataset, modality, self.batch_size)
 
     def retrieve(self, queries: Records, candidates: Records, query_modality: str, candidate_modality: str,
@@ -121,5 +141,7 @@ class Predictor:
     def evaluate(self, records: Records, root: str | Path | None = None) -> dict[str, float]:
         """Metrics on labelled records (for retrieval, on records with paired modalities)."""
         dataset = self._dataset(records, root, with_target=True)
+        if len(dataset) == 0:
+            raise ValueError("no labelled records to evaluate (the data has no rows, or none with a label)")
         out, target = predict_outputs(self.run.model, self.run.processors, dataset, self.batch_size)
         return self.run.task.metrics(self.run.task.scores(out), target, out.embeddings)  # type: ignore[arg-type]

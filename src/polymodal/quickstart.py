@@ -48,7 +48,7 @@ def quickstart(out: Path, epochs: int = 8, seed: int = 0, variant: str = "mnist"
     print(f"{dataset} at {data_root}")
     rows, transfer = [], {}
     for name, (modalities, fusion) in MODELS.items():
-        result = train(av_digits_config(dataset, modalities, fusion, out / name, epochs, seed))
+        result = train(av_digits_config(dataset, modalities, fusion, out / name, epochs, seed), overwrite=True)
         test = result.metrics["test"]
         rows.append([name, test["accuracy"], test["macro_f1"], result.params, result.train_seconds])
         transfer[name] = Predictor.load(out / name).evaluate(data_root / "human.csv")["accuracy"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -59,4 +60,38 @@ class Registry(Generic[T]):
         """Construct `name` from derived arguments (`provided`) plus user options."""
         user = dict(user or {})
         self.check_options(name, user, frozenset(provided))
-        return self.get(name)(**provided, **user)
+        self.check_types(name, user)
+        try:
+            return self.get(name)(**provided, **user)
+        except (TypeError, ValueError, RuntimeError) as err:
+            given = ", ".join(f"{k}={v!r}" for k, v in user.items()) or "defaults"
+            raise OptionError(f"{self.kind} {name!r} cannot be built with {given}: {err}; check the options' "
+                              "values") from err
+
+    def check_types(self, name: str, options: Mapping[str, Any]) -> None:
+        """Raise OptionError naming an option whose value does not have its annotated type."""
+        from pydantic import TypeAdapter, ValidationError
+
+        obj = self.get(name)
+        try:
+            hints = typing.get_type_hints(obj.__init__ if inspect.isclass(obj) else obj)
+        except Exception:  # annotations that cannot be resolved at run time: leave the check to the constructor
+            return
+        for key, value in options.items():
+            try:
+                adapter = TypeAdapter(hints[key])
+            except Exception:  # no annotation, or a type pydantic cannot check (a module, a callable...)
+                continue
+            try:
+                adapter.validate_python(value, strict=isinstance(value, str))
+            except ValidationError:
+                raise OptionError(f"{self.kind} {name!r}: option {key}={value!r} is not a valid "
+                                  f"{_type_name(hints[key])}") from None
+
+
+class OptionError(ValueError):
+    """A user option of a registered method has the wrong type or value."""
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

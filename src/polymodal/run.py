@@ -1,16 +1,21 @@
-"""The run directory: resolved config, weights in safetensors, fitted processor state as JSON.
+"""The run directory: resolved config, weights in safetensors, fitted processor state as JSON, a manifest.
 
-Loading a run reads YAML, JSON and safetensors only; nothing is unpickled.
+A run is written into a temporary sibling folder (`.NAME.partial`) and moved into place when complete, so a
+run directory never mixes two runs. Its manifest holds the sha256 of the config, weights and processors;
+loading checks them. Loading a run reads YAML, JSON and safetensors only; nothing is unpickled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -22,6 +27,12 @@ from polymodal.processors import Processor
 from polymodal.tasks import Task
 
 CONFIG, WEIGHTS, STATE, METRICS = "config.yaml", "model.safetensors", "processors.json", "metrics.json"
+MANIFEST = "manifest.json"
+CHECKED = (CONFIG, STATE, WEIGHTS)  # the files whose sha256 the manifest holds
+
+
+class RunError(ValueError):
+    """A run directory that cannot be used as it is: incomplete, damaged, or in the way of a new run."""
 
 
 @dataclass
@@ -55,13 +66,95 @@ def with_default_encoders(config: Config) -> Config:
     return config.model_copy(update={"modalities": named})
 
 
-def load_run(run_dir: str | Path) -> Run:
-    """Rebuild a trained model and its fitted processors from a run directory."""
-    path = Path(run_dir)
-    for name in (CONFIG, STATE, WEIGHTS):
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(run_dir: Path) -> None:
+    write_json(run_dir / MANIFEST, {"sha256": {name: sha256(run_dir / name) for name in CHECKED}})
+
+
+def check_run(path: Path) -> None:
+    """Refuse a run directory that is incomplete or whose files differ from its manifest (truncated, flipped)."""
+    for name in (*CHECKED, MANIFEST):
         if not (path / name).is_file():
             raise FileNotFoundError(f"{str(path)!r} is not a complete run directory: {name} is missing "
                                     "(train it with `polymodal train CONFIG`)")
+    try:
+        expected = json.loads((path / MANIFEST).read_text())["sha256"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise RunError(f"{str(path / MANIFEST)!r} is damaged ({err}); train the run again") from None
+    for name in CHECKED:
+        if expected.get(name) != sha256(path / name):
+            raise RunError(f"{str(path / name)!r} does not match the run's manifest (truncated, damaged or "
+                           "replaced after training); refusing to load it. Restore the file or train again.")
+
+
+def partial_dir(run_dir: Path) -> Path:
+    """Where a run is written until it is complete (a sibling, so that the final move is a rename)."""
+    return run_dir.parent / f".{run_dir.name}.partial"
+
+
+def start_run(run_dir: Path, resume: bool = False, overwrite: bool = False) -> Path:
+    """The folder to write a new run into (fresh, or the interrupted one with `resume`); the final run directory
+    is never touched here. An existing run is only replaced with `overwrite` (or continued with `resume`)."""
+    work = partial_dir(run_dir)
+    if resume:
+        return _resume_from(run_dir, work)
+    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise RunError(f"run directory {str(run_dir)!r} already exists; pass --overwrite to replace it (it stays "
+                       "as it is until the new run is complete), --resume to continue it, or --out for another")
+    if work.exists():
+        shutil.rmtree(work)  # what an interrupted run left: restarted from scratch, never mixed in
+    work.mkdir(parents=True)
+    return work
+
+
+def _resume_from(run_dir: Path, work: Path) -> Path:
+    last = Path("checkpoints") / "last.ckpt"
+    if (work / last).is_file():
+        check_checkpoint(work / last)
+        return work
+    if (run_dir / last).is_file():
+        check_checkpoint(run_dir / last)
+        if work.exists():
+            shutil.rmtree(work)
+        shutil.copytree(run_dir, work)
+        return work
+    raise RunError(f"--resume: no checkpoint to resume from ({str(work / last)!r} and {str(run_dir / last)!r} do "
+                   "not exist); train without --resume to start from scratch")
+
+
+def check_checkpoint(path: Path) -> None:
+    """Refuse a checkpoint that cannot be read as tensors and plain data (truncated, damaged, a foreign pickle)."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError... for a damaged file
+        raise RunError(f"--resume: checkpoint {str(path)!r} cannot be read ({type(err).__name__}: "
+                       f"{str(err).splitlines()[0] if str(err) else ''}); it may have been cut short while being "
+                       "written. Delete it and train without --resume to start from scratch") from None
+
+
+def finish_run(work: Path, run_dir: Path) -> None:
+    """Move a complete run into place, replacing the run that was there (if any) only now."""
+    old = run_dir.parent / f".{run_dir.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if run_dir.exists():
+        run_dir.rename(old)
+    work.rename(run_dir)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Rebuild a trained model and its fitted processors from a run directory (checked against its manifest)."""
+    path = Path(run_dir)
+    check_run(path)
     if (path / ENSEMBLE).is_file():  # an ensemble (`polymodal fit`): members' tensors in the same safetensors
         return Run(*load_ensemble(path), path)  # type: ignore[arg-type]
     config = load_config(path / CONFIG)
@@ -71,9 +164,18 @@ def load_run(run_dir: str | Path) -> Run:
         proc.load_state(state["modalities"][m])
     task.load_state(state["task"])
     model = build_model(config, processors, task.num_outputs)
-    model.load_state_dict(load_file(str(path / WEIGHTS)))
+    model.load_state_dict(read_weights(path / WEIGHTS))
     model.eval()
     return Run(config, processors, task, model, path)
+
+
+def read_weights(path: Path) -> dict[str, Any]:
+    """The tensors of a safetensors file; anything else (a pickle, a damaged file) is refused with a RunError."""
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types, and OSError for unreadable files
+        raise RunError(f"{str(path)!r} is not a readable safetensors file ({type(err).__name__}: {err}); "
+                       "train the run again") from None
 
 
 # Spec keys that do not change what a processor fits (the column name, the encoder, error policy, augmentation).
@@ -87,9 +189,10 @@ def init_processors(config: Config, processors: Mapping[str, Processor], run_dir
     prepared the same way.
     """
     path = Path(run_dir)
-    for name in (CONFIG, STATE, WEIGHTS):
-        if not (path / name).is_file():
-            raise ConfigError(f"training.init_from: {str(path)!r} is not a complete run directory ({name} is missing)")
+    try:
+        check_run(path)
+    except (FileNotFoundError, RunError) as err:
+        raise ConfigError(f"training.init_from: {err}") from None
     source = load_config(path / CONFIG)
     state = json.loads((path / STATE).read_text())["modalities"]
     for m, proc in processors.items():
@@ -107,7 +210,7 @@ def init_weights(model: nn.Module, run_dir: str | Path, prefixes: tuple[str, ...
 
     The task head is not copied: a fine-tuning run learns its own.
     """
-    saved = load_file(str(Path(run_dir) / WEIGHTS))
+    saved = read_weights(Path(run_dir) / WEIGHTS)
     own = model.state_dict()
     match = {k: v for k, v in saved.items() if k.startswith(prefixes) and k in own and own[k].shape == v.shape}
     if not match:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from polymodal.config import TargetConfig
 from polymodal.errors import RecordError, UnknownLabel
-from polymodal.processors.base import is_empty
+from polymodal.processors.base import FLOAT32_MAX, is_empty
 from polymodal.registry import Registry
 
 if TYPE_CHECKING:
@@ -86,6 +86,11 @@ class Task(ABC):
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what `state` returned."""
 
+    def unlabelled(self, value: Any) -> bool:
+        """True if a record has no label at all; such records are left out of training and evaluation (with a
+        warning and a count), never an error. Tasks whose empty label is meaningful (no tags) keep False."""
+        return False
+
 
 def _label(value: Any) -> str:
     if is_empty(value):
@@ -110,6 +115,9 @@ class _SingleLabel(Task):
         if len(self.classes) < 2:
             raise RecordError(f"target {self.target.field!r} has {len(self.classes)} class(es) in the training "
                               "split; classification needs at least 2")
+
+    def unlabelled(self, value: Any) -> bool:
+        return is_empty(value)
 
     def encode(self, value: Any) -> np.ndarray:
         label = _label(value)
@@ -297,8 +305,15 @@ class Regression(Task):
     monitor = "rmse"
     mode = "min"
 
+    def unlabelled(self, value: Any) -> bool:
+        return all(is_empty(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+
     def fit(self, values: list[Any]) -> None:
-        y = np.stack([n for n in map(self._try_number, values) if n is not None])  # (N, K)
+        numbers = [n for n in map(self._try_number, values) if n is not None]
+        if not numbers:
+            raise RecordError(f"target {self.target.field!r} has no numeric value in the training split; regression "
+                              "needs numbers (for class labels use task multiclass or binary)")
+        y = np.stack(numbers)  # (N, K)
         self.mean = y.mean(axis=0).tolist()
         self.std = np.maximum(y.std(axis=0), 1e-8).tolist()
 
@@ -318,6 +333,8 @@ class Regression(Task):
             raise RecordError(f"target {value!r} is not a number") from None
         if not np.isfinite(out).all():
             raise RecordError(f"target {value!r} is not finite")
+        if (np.abs(out) > FLOAT32_MAX).any():
+            raise RecordError(f"target {value!r} is too large for float32, the model's number type")
         return out
 
     def encode(self, value: Any) -> np.ndarray:

@@ -61,7 +61,7 @@ def neural(name: str, config: Config, tables: Tables, out: Path) -> Scored:
     start = time.perf_counter()
     result = train(config.model_copy(update={
         "name": name, "output_dir": str(out / name),
-        "training": config.training.model_copy(update={"progress_bar": False})}), report=False)
+        "training": config.training.model_copy(update={"progress_bar": False})}), overwrite=True, report=False)
     run = load_run(result.run_dir)
     held = {s: t for s, t in tables.items() if s != "train"}
     data = use_feature_cache(run.config, run.model.encoders, run.processors, datasets(held, run.processors, run.task))

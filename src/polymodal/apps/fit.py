@@ -34,6 +34,7 @@ from polymodal.config import Config, TabularSpec, dump_config, parse_config
 from polymodal.data.sources import Table, load_splits, read_table, table_root
 from polymodal.ensemble.model import from_probability, to_probability
 from polymodal.ensemble.rundir import save_ensemble
+from polymodal.run import write_manifest
 from polymodal.tasks import Task, build_task
 
 log = logging.getLogger(__name__)
@@ -315,6 +316,7 @@ def write_best(best_dir: Path, done: list[Scored], weights: dict[str, float], ta
         shutil.copytree(src, best_dir, ignore=shutil.ignore_patterns("checkpoints"))
         return
     save_ensemble(best_dir, "fit_best", [s.member for s in chosen], weights, task)
+    write_manifest(best_dir)
     (best_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
 

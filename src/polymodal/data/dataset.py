@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
 
 from polymodal.config import Config
 from polymodal.data.batch import Batch
@@ -24,6 +23,7 @@ from polymodal.processors.base import Arrays
 from polymodal.tasks import Task, build_task
 
 Reader = Callable[[Processor, Any, Path], Arrays]
+NO_LABEL = "no label: the record is left out (records without a label are not used for training or evaluation)"
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class Decoded:
     rows: list[int]
     problems: list[Problem] = field(default_factory=list)
     skipped: int = 0
+    unlabelled: int = 0  # records left out because their label is empty (counted in `skipped` too)
 
     @property
     def fatal(self) -> list[Problem]:
@@ -47,6 +48,8 @@ class Decoded:
 def build_pipeline(config: Config) -> tuple[dict[str, Processor], Task]:
     """Unfitted processors (one per modality) and the task."""
     processors = {m: build_processor(spec, config.field_of(m)) for m, spec in config.modalities.items()}
+    for proc in processors.values():
+        proc.allow_outside_root = config.data.allow_outside_root
     return processors, build_task(config.target)
 
 
@@ -94,6 +97,7 @@ def _decode_record(table: Table, row: int, values: dict[str, Any], label: Any,
         try:
             item = proc.read(values[m], table.root) if read is None else read(proc, values[m], table.root)
             items[m], present[m] = item, True
+            out.problems += [Problem(table.name, row, m, note, fatal=False) for note in proc.notes(values[m])]
         except RecordError as err:
             policy = proc.spec.on_error
             out.problems.append(Problem(table.name, row, m, f"{err} (on_error={policy})", fatal=policy == "error"))
@@ -102,6 +106,11 @@ def _decode_record(table: Table, row: int, values: dict[str, Any], label: Any,
                 return
             items[m], present[m] = proc.blank(), False
     target = np.zeros(0, dtype=np.float32)
+    if task is not None and task.unlabelled(label):
+        out.problems.append(Problem(table.name, row, "/".join(task.fields), NO_LABEL, fatal=False))
+        out.unlabelled += 1
+        out.skipped += 1
+        return
     if task is not None:
         try:
             target = task.encode(label)
@@ -145,6 +154,12 @@ def warn_unseen(split: str, decoded: Decoded) -> int:
 def raise_on_fatal(decoded: Decoded) -> None:
     if decoded.fatal:
         raise DataError(decoded.fatal)
+
+
+def blank_dataset(processors: Mapping[str, Processor]) -> MultimodalDataset:
+    """One record with every modality missing (shapes for outputs of 0 records)."""
+    decoded = Decoded({m: [p.blank()] for m, p in processors.items()}, {m: [False] for m in processors}, [], [0])
+    return MultimodalDataset(decoded, {m: p.ragged for m, p in processors.items()})
 
 
 class MultimodalDataset(Dataset[Batch]):
@@ -211,8 +226,25 @@ def make_loader(dataset: MultimodalDataset, batch_size: int, shuffle: bool, num_
 
         return stream_loader(dataset, batch_size, shuffle, num_workers, seed)
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=first, num_workers=num_workers,
+    sampler = EpochShuffle(dataset, seed) if shuffle else None
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=first, num_workers=num_workers,
                       generator=generator, persistent_workers=num_workers > 0, drop_last=False)
+
+
+class EpochShuffle(RandomSampler):
+    """A shuffle drawn from (seed, epoch) alone (Lightning calls `set_epoch`): a resumed run sees, from the epoch
+    it resumes at, the order the uninterrupted run saw."""
+
+    def __init__(self, dataset: Dataset[Batch], seed: int) -> None:
+        super().__init__(dataset)  # type: ignore[arg-type]
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
+        yield from torch.randperm(len(self.data_source), generator=torch.Generator().manual_seed(seed)).tolist()
 
 
 def to_model_inputs(batch: Batch, processors: Mapping[str, Processor], train: bool) -> Batch:

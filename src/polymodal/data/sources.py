@@ -75,7 +75,15 @@ def table_root(path: Path) -> Path:
 
 
 def load_splits(data: DataConfig, label_field: str | None) -> dict[str, Table]:
-    """The train/val/test tables a config describes (val and test may be absent with separate files)."""
+    """The train/val/test tables a config describes (val and test may be absent with separate files); file paths
+    in them resolve under `data.root` when set."""
+    tables = _load_splits(data, label_field)
+    if data.root is None:
+        return tables
+    return {s: Table(t.frame, Path(data.root), t.name) for s, t in tables.items()}
+
+
+def _load_splits(data: DataConfig, label_field: str | None) -> dict[str, Table]:
     if data.streaming:  # train: the first `fit_records` records; val/test: whole (see polymodal.data.streaming)
         from polymodal.data.streaming import stream_tables
 

@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from polymodal.config import Config
+from polymodal.data.checks import split_notes, usable_records
 from polymodal.data.dataset import build_pipeline, decode, fit_raw
 from polymodal.data.sources import load_splits
 from polymodal.errors import Problem, RecordError
@@ -49,7 +50,7 @@ def validate(config: Config) -> ValidationReport:
     for split, table in tables.items():
         decoded = decode(table, processors, task, fit=split == "train")
         report.records[split] = len(table)
-        report.usable[split] = len(decoded.rows)
-        report.problems += decoded.problems
-        report.missing[split] = Counter(p.field for p in decoded.problems if not p.fatal)
+        report.usable[split] = usable_records(decoded)
+        report.problems += decoded.problems + split_notes(split, decoded, task)
+        report.missing[split] = Counter({m: n for m, ok in decoded.present.items() if (n := ok.count(False))})
     return report

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from polymodal.data.dataset import MultimodalDataset, make_loader, to_model_inputs
+from polymodal.data.dataset import MultimodalDataset, blank_dataset, make_loader, to_model_inputs
 from polymodal.model import MultimodalModel, Output
 from polymodal.processors import Processor
 from polymodal.tasks import Task
@@ -51,7 +51,31 @@ def predict_embeddings(model: MultimodalModel, processors: Mapping[str, Processo
     return torch.cat(chunks)
 
 
-def concat_outputs(outs: list[Output]) -> Output:
+def empty_outputs(model: MultimodalModel, processors: Mapping[str, Processor]) -> Output:
+    """Outputs for 0 records, shaped as for any other number: the model runs on one blank record, cut to none."""
+    out, _ = predict_outputs(model, processors, blank_dataset(processors))
+    return concat_outputs([out], rows=slice(0, 0))
+
+
+def empty_embeddings(model: MultimodalModel, processors: Mapping[str, Processor], modality: str) -> Tensor:
+    """(0, E): one modality's contrastive embeddings for 0 records."""
+    return predict_embeddings(model, processors, blank_dataset(processors), modality)[:0]
+
+
+def concat_outputs(outs: list[Output], rows: slice = slice(None)) -> Output:
+    """The outputs of consecutive batches as one (`rows`: keep only those)."""
+    out = _concat(outs)
+    cut = {"logits": out.logits[rows], "fused": out.fused[rows], "features": _rows(out.features, rows),
+           "modality_logits": _rows(out.modality_logits, rows), "embeddings": _rows(out.embeddings, rows),
+           "sequences": None if out.sequences is None else out.sequences[rows]}
+    return Output(**cut)  # type: ignore[arg-type]
+
+
+def _rows(tensors: dict[str, Tensor] | None, rows: slice) -> dict[str, Tensor] | None:
+    return None if tensors is None else {k: v[rows] for k, v in tensors.items()}
+
+
+def _concat(outs: list[Output]) -> Output:
     per, emb = outs[0].modality_logits, outs[0].embeddings
     return Output(
         logits=torch.cat([o.logits for o in outs]),

@@ -12,28 +12,31 @@ from torch import Tensor
 
 from polymodal.config import SequenceSpec, VectorSpec
 from polymodal.errors import RecordError
-from polymodal.processors.base import Arrays, Processor, mean_std, resolve_file, stats_tensor
+from polymodal.processors.base import FLOAT32_MAX, Arrays, Processor, mean_std, resolve_file, stats_tensor
 
 
-def read_array(value: Any, root: Path) -> np.ndarray:
+def read_array(value: Any, root: Path, allow_outside: bool = False) -> np.ndarray:
     """A float array from a list/array cell, a JSON list string, or a path to a .npy file."""
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
             value = parse_list(text)
         else:
-            path = resolve_file(text, root)
+            path = resolve_file(text, root, allow_outside)
             try:
                 value = np.load(path, allow_pickle=False)
             except (ValueError, OSError) as err:
                 raise RecordError(f"cannot read {str(path)!r} as a .npy array ({err})") from None
     try:
-        array = np.asarray(value if not isinstance(value, np.ndarray) or value.dtype != object
-                           else np.stack(list(value)), dtype=np.float32)
+        wide = np.asarray(value if not isinstance(value, np.ndarray) or value.dtype != object
+                          else np.stack(list(value)), dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise RecordError(f"not a numeric array: {err}") from None
-    if not np.isfinite(array).all():
+    if not np.isfinite(wide).all():
         raise RecordError("array holds NaN or infinite values")
+    if (np.abs(wide) > FLOAT32_MAX).any():
+        raise RecordError("array holds values too large for float32 (the model's number type)")
+    array = wide.astype(np.float32)
     return array
 
 
@@ -85,7 +88,7 @@ class VectorProcessor(_FeatureArrays):
 
     def decode_raw(self, value: Any, root: Path) -> np.ndarray:
         """(F,) float32."""
-        array = read_array(value, root)
+        array = read_array(value, root, self.allow_outside_root)
         if array.ndim != 1:
             raise RecordError(f"expected a flat list of numbers, got an array of shape {tuple(array.shape)}")
         return array
@@ -115,7 +118,7 @@ class SequenceProcessor(_FeatureArrays):
 
     def decode_raw(self, value: Any, root: Path) -> np.ndarray:
         """(T, F) float32, cut to `max_length` steps."""
-        array = read_array(value, root)
+        array = read_array(value, root, self.allow_outside_root)
         array = array[:, None] if array.ndim == 1 else array
         if array.ndim != 2 or array.shape[0] == 0:
             raise RecordError(f"expected a (time, features) array, got shape {tuple(array.shape)}")

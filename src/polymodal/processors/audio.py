@@ -37,7 +37,7 @@ class AudioProcessor(Processor):
 
     def decode_raw(self, value: Any, root: Path) -> Waveform:
         """The mono waveform resampled to `sample_rate` and cut to `max_seconds`."""
-        source, name = file_source(value, root)
+        source, name = file_source(value, root, self.allow_outside_root)
         if self.spec.source == "video":
             from polymodal.processors.video import read_audio_track
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,6 +17,7 @@ from torch import Tensor
 from polymodal.errors import RecordError
 
 Arrays = dict[str, np.ndarray]
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # numbers beyond it become inf in the model's float32 tensors
 
 
 def is_empty(value: Any) -> bool:
@@ -31,21 +33,41 @@ def is_empty(value: Any) -> bool:
     return False
 
 
-def resolve_file(value: Any, root: Path) -> Path:
-    """A file path from a table cell, relative to the table's folder unless absolute; must exist."""
+OUTSIDE_ROOT_SETTING = "data.allow_outside_root: true"
+
+
+def resolve_file(value: Any, root: Path, allow_outside: bool = False) -> Path:
+    """A file path from a table cell, relative to the table's folder `root` unless absolute; must exist.
+
+    Unless `allow_outside`, a path that leads out of `root` (`..`, an absolute path elsewhere, a symlink out) is
+    refused before anything is opened, with the same message whether or not the file exists.
+    """
     path = Path(str(value).strip())
     path = path if path.is_absolute() else root / path
+    if not allow_outside and not is_inside(path, root):
+        raise RecordError(f"path {str(value).strip()!r} leads outside the data folder {str(root)!r} and is refused "
+                          f"(point data.root, or root= of the Predictor, at a folder holding the files, or set "
+                          f"{OUTSIDE_ROOT_SETTING} to read files anywhere)")
     if not path.is_file():
         raise RecordError(f"file {str(path)!r} does not exist")
     return path
 
 
-def file_source(value: Any, root: Path) -> tuple[Path | io.BytesIO, str]:
+def is_inside(path: Path, root: Path) -> bool:
+    """True if `path` stays under `root`, first as written, then with every symlink followed."""
+    base, lexical = os.path.abspath(root), os.path.abspath(path)
+    if os.path.commonpath([base, lexical]) != base:
+        return False
+    real_base = os.path.realpath(base)
+    return os.path.commonpath([real_base, os.path.realpath(lexical)]) == real_base
+
+
+def file_source(value: Any, root: Path, allow_outside: bool = False) -> tuple[Path | io.BytesIO, str]:
     """What to open for a file-valued cell (the file's bytes, or a path as in `resolve_file`) and how to name it
     in errors. Bytes come from in-memory inputs such as an HTTP request's uploads."""
     if isinstance(value, (bytes, bytearray)):
         return io.BytesIO(bytes(value)), f"<{len(value)} bytes>"
-    path = resolve_file(value, root)
+    path = resolve_file(value, root, allow_outside)
     return path, repr(str(path))
 
 
@@ -61,6 +83,7 @@ class Processor(ABC):
 
     kind: ClassVar[str]
     ragged: ClassVar[bool] = False
+    allow_outside_root: bool = False  # `data.allow_outside_root`: file paths may lead out of the table's folder
 
     def __init__(self, spec: Any, field: str) -> None:
         self.spec = spec
@@ -89,6 +112,10 @@ class Processor(ABC):
     def features(self, raw: Any) -> Arrays:
         """Arrays from what `decode_raw` returned (resize, tokenize, log-mel...)."""
         raise NotImplementedError(f"{type(self).__name__} implements `read` only; it has no `features` step")
+
+    def notes(self, value: Any) -> list[str]:
+        """Warnings about a usable value, such as a part left empty and filled in. Default: none."""
+        return []
 
     def check(self, item: Arrays) -> None:
         """Raise RecordError if a decoded item does not fit what was fitted (e.g. another width)."""

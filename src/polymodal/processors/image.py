@@ -27,7 +27,7 @@ class ImageProcessor(Processor):
 
     def decode_raw(self, value: Any, root: Path) -> np.ndarray:
         """(H, W) uint8 for 1 channel, (H, W, 3) for 3, at the file's own resolution."""
-        source, name = file_source(value, root)
+        source, name = file_source(value, root, self.allow_outside_root)
         try:
             with Image.open(source) as img:
                 img.seek(frame_index(img, self.spec.frame))

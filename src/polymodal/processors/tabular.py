@@ -13,7 +13,7 @@ from torch import Tensor
 
 from polymodal.config import TabularSpec
 from polymodal.errors import RecordError
-from polymodal.processors.base import Arrays, Processor, is_empty, stats_tensor
+from polymodal.processors.base import FLOAT32_MAX, Arrays, Processor, is_empty, stats_tensor
 
 
 class TabularProcessor(Processor):
@@ -51,6 +51,10 @@ class TabularProcessor(Processor):
         numeric = np.array([_number(raw[c], c) for c in self.spec.numeric], dtype=np.float32)
         cats = [self._index(c, raw[c]) for c in self.spec.categorical]
         return {"numeric": numeric, "categorical": np.asarray(cats, dtype=np.int64)}
+
+    def notes(self, value: Any) -> list[str]:
+        return [f"numeric column {c!r} is empty: filled in (the training mean, with a missing indicator)"
+                for c in self.spec.numeric if is_empty(value[c])]
 
     def _index(self, column: str, value: Any) -> int:
         if is_empty(value):
@@ -98,4 +102,7 @@ def _number(value: Any, column: str) -> float:
         raise RecordError(f"numeric column {column!r} holds {value!r}, which is not a number") from None
     if math.isinf(number):
         raise RecordError(f"numeric column {column!r} holds an infinite value")
+    if abs(number) > FLOAT32_MAX:
+        raise RecordError(f"numeric column {column!r} holds {value!r}, too large for float32 (the model's number "
+                          "type, finite up to about 3.4e38)")
     return number

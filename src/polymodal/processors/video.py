@@ -47,7 +47,7 @@ class VideoProcessor(Processor):
 
     def decode_raw(self, value: Any, root: Path) -> Clip:
         """Every frame of the first `clip_seconds`, resized to size x size as it is decoded."""
-        source, name = file_source(value, root)
+        source, name = file_source(value, root, self.allow_outside_root)
         return read_frames(source, name, self.spec.size, self.spec.channels, self.spec.clip_seconds)
 
     def features(self, raw: Clip) -> Arrays:

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from polymodal.config import Config, SplitConfig
+from polymodal.data.checks import split_notes
 from polymodal.data.dataset import (
     Decoded,
     MultimodalDataset,
@@ -35,7 +36,18 @@ from polymodal.evaluation.inference import predict_outputs
 from polymodal.features.cache import feature_device, use_feature_cache
 from polymodal.model import MultimodalModel, build_model, count_parameters
 from polymodal.processors import Processor
-from polymodal.run import METRICS, init_processors, init_weights, save_pipeline, save_weights, write_json
+from polymodal.run import (
+    METRICS,
+    finish_run,
+    init_processors,
+    init_weights,
+    partial_dir,
+    save_pipeline,
+    save_weights,
+    start_run,
+    write_json,
+    write_manifest,
+)
 from polymodal.tasks import Multilabel, Task
 from polymodal.training.thresholds import tune_thresholds
 
@@ -90,6 +102,8 @@ def prepare(config: Config) -> Prepared:
         decoded[split] = decode(table, processors, task, fit=split == "train" and init_from is None)
         raise_on_fatal(decoded[split])
         warn_unseen(split, decoded[split])
+        for note in split_notes(split, decoded[split], task):
+            log.warning("%s", note)
         if len(decoded[split].rows) == 0:
             raise ValueError(f"the {split} split has no usable records")
     ragged = {m: p.ragged for m, p in processors.items()}
@@ -117,6 +131,9 @@ def _label_field(config: Config) -> str | None:
 
 def ensure_val(tables: dict[str, Table], config: Config) -> dict[str, Table]:
     """Carve a validation split (15%, seeded, stratified) out of train when none is given."""
+    if "train" not in tables or len(tables["train"]) == 0:
+        raise ValueError("the data has no training records (an empty table, a header only, or a split column "
+                         "without 'train'); add records or point data.source / data.train at the right file")
     if "val" in tables:
         return tables
     train = tables["train"]
@@ -151,37 +168,45 @@ def make_trainer(config: Config, run_dir: Path, monitor: str, mode: str,
 
 
 def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback] = (),
-          report: bool = True) -> TrainResult:
+          overwrite: bool = False, report: bool = True) -> TrainResult:
     """Train the model a config describes and write its run directory (`callbacks`: extra Lightning callbacks,
     e.g. the pruning callback of `polymodal tune`; `report=False` skips the report, e.g. for `fit`'s candidates,
-    which `polymodal report RUN_DIR` can still write later)."""
-    import pytorch_lightning as pl
+    which `polymodal report RUN_DIR` can still write later).
 
+    The run is written into a temporary folder and moved into place when complete; an existing run directory is
+    replaced only with `overwrite`. `resume` continues an interrupted (or finished) run from its last checkpoint,
+    exactly as it would have gone on (CPU, `num_workers: 0`)."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from polymodal.training.guards import LIKELY_CAUSES, FiniteGuard, NonFiniteError, RngState, first_nonfinite
     from polymodal.training.module import PolymodalModule
 
     run_dir = config.run_dir()
+    chief = rank_zero_only.rank == 0
+    work = start_run(run_dir, resume, overwrite) if chief else partial_dir(run_dir)
     pl.seed_everything(config.training.seed, workers=True, verbose=False)
     prep = prepare(config)
     model = build_model(config, prep.processors, prep.task.num_outputs)
     if config.training.init_from is not None:
         loaded = init_weights(model, config.training.init_from)
         log.info("initialized %d tensors from %s", len(loaded), config.training.init_from)
-    save_pipeline(run_dir, config, prep.processors, prep.task)
+    if chief:
+        save_pipeline(work, config, prep.processors, prep.task)
     module = PolymodalModule(model, prep.task, prep.processors, config.training,
                              {o.name: o.weight for o in config.objectives},
                              {m: spec.train for m, spec in config.modalities.items()})
     monitor = config.training.monitor or f"val_{prep.task.monitor}"
-    trainer = make_trainer(config, run_dir, monitor, prep.task.mode, callbacks)
-    last = run_dir / "checkpoints" / "last.ckpt"
+    trainer = make_trainer(config, work, monitor, prep.task.mode, [FiniteGuard(), RngState(), *callbacks])
+    last = work / "checkpoints" / "last.ckpt"
     cfg = config.training
     train_data = prep.stream if prep.stream is not None else prep.datasets["train"]
     data = use_feature_cache(config, model.encoders, prep.processors,  # frozen encoders: stored features
                              {**prep.datasets, "train": train_data}, device=feature_device(cfg))
     loaders = [make_loader(data["train"], cfg.batch_size, True, cfg.num_workers, cfg.seed),
                make_loader(data["val"], cfg.batch_size, False, cfg.num_workers)]
-    log_csv = run_dir / "logs" / "metrics.csv"
-    resuming = resume and last.is_file()
-    previous = pd.read_csv(log_csv) if resuming and log_csv.is_file() else None
+    log_csv = work / "logs" / "metrics.csv"
+    previous = pd.read_csv(log_csv) if resume and log_csv.is_file() else None
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -189,24 +214,30 @@ def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback]
         warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")  # ours is exact
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # frozen encoders
-        trainer.fit(module, *loaders, ckpt_path=str(last) if resuming else None)
+        trainer.fit(module, *loaders, ckpt_path=str(last) if resume else None, weights_only=True)
     seconds = time.perf_counter() - start
     if previous is not None and trainer.global_rank == 0:
         merge_log(log_csv, previous)
     if trainer.global_rank != 0:
         return TrainResult(run_dir, {}, count_parameters(model), seconds, trainer.current_epoch)
     load_best(module, trainer)
+    bad = first_nonfinite(model)
+    if bad is not None:
+        raise NonFiniteError(f"training ended with weight {bad!r} not finite; nothing was saved as a finished run. "
+                             f"{LIKELY_CAUSES}")
     if isinstance(prep.task, Multilabel):  # per-label thresholds tuned on validation (saved with the task)
         tune_thresholds(model.cpu(), prep.task, prep.processors, prep.datasets["val"])
-        save_pipeline(run_dir, config, prep.processors, prep.task)
-    save_weights(run_dir, model)
+        save_pipeline(work, config, prep.processors, prep.task)
+    save_weights(work, model)
     metrics = evaluate_splits(model, prep, data)
-    write_json(run_dir / METRICS, {"params": count_parameters(model), "train_seconds": seconds,
-                                   "epochs": trainer.current_epoch, "skipped": prep.skipped, **metrics})
+    write_json(work / METRICS, {"params": count_parameters(model), "train_seconds": seconds,
+                                "epochs": trainer.current_epoch, "skipped": prep.skipped, **metrics})
+    write_manifest(work)
     if report:
         from polymodal.evaluation.report import write_report
 
-        write_report(run_dir)
+        write_report(work)
+    finish_run(work, run_dir)
     return TrainResult(run_dir, metrics, count_parameters(model), seconds, trainer.current_epoch, prep.skipped)
 
 

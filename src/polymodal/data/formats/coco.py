@@ -8,7 +8,7 @@ A captions file (`captions_train2017.json`) and an instances file (`instances_tr
      "categories": [{"id": 17, "name": "cat", "supercategory": "animal"}, ...]}              # instances
 
 `read_coco` turns one (or a captions file plus an instances file) into the project's table with the columns
-`image_id`, `image` (path of the file, relative to the JSON's folder unless `images` is absolute), `width`,
+`image_id`, `image` (the image's `file_name`, relative to the images folder `images_root` gives), `width`,
 `height`, `caption` (the first caption by annotation id), `captions` (all of them, a list) and `tags` (the
 image's category names, unique, in category-id order, joined by `|`). An image without captions has an empty
 `caption` (a missing text); one without instances has empty `tags`. From a config:
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from polymodal.config import CocoConfig, DataConfig
+from polymodal.processors.base import is_inside
 
 if TYPE_CHECKING:
     from polymodal.data.sources import Table
@@ -55,11 +56,10 @@ def read_coco(path: str | Path, options: CocoConfig | None = None) -> pd.DataFra
                 raise CocoError(f"{extra_path}: image_id {image_id} has instances but is not in the 'images' of "
                                 f"{path}; use the instances file of the same split")
             tags[image_id] = list(dict.fromkeys(tags.get(image_id, []) + names))
-    folder = Path(options.images) if options.images else Path()
-    frame = pd.DataFrame([_row(image_id, info, folder, captions, tags) for image_id, info in images.items()],
+    frame = pd.DataFrame([_row(image_id, info, captions, tags) for image_id, info in images.items()],
                          columns=COLUMNS)
     if options.check_files:
-        _check_files(frame, path)
+        _check_files(frame, path, images_root(path, options))
     return frame
 
 
@@ -137,10 +137,16 @@ def _categories(doc: dict[str, Any], path: Path) -> dict[Any, str]:
     return dict(sorted(out.items(), key=lambda kv: str(kv[0]).zfill(20)))
 
 
-def _row(image_id: Any, info: dict[str, Any], folder: Path, captions: dict[Any, list[str]],
+def images_root(path: Path, options: CocoConfig | None) -> Path:
+    """The folder of the images of the COCO JSON at `path` (`data.coco.images`, relative to the JSON's folder):
+    the table's root, which the images' file names resolve under."""
+    return _under(path.parent, options.images) if options is not None and options.images else path.parent
+
+
+def _row(image_id: Any, info: dict[str, Any], captions: dict[Any, list[str]],
          tags: dict[Any, list[str]]) -> dict[str, Any]:
     texts = captions.get(image_id, [])
-    return {"image_id": image_id, "image": str(folder / str(info["file_name"])),
+    return {"image_id": image_id, "image": str(info["file_name"]),
             "width": info.get("width"), "height": info.get("height"),
             "caption": texts[0] if texts else None, "captions": texts, "tags": "|".join(tags.get(image_id, []))}
 
@@ -150,10 +156,10 @@ def _under(folder: Path, value: str) -> Path:
     return path if path.is_absolute() else folder / path
 
 
-def _check_files(frame: pd.DataFrame, path: Path) -> None:
+def _check_files(frame: pd.DataFrame, path: Path, folder: Path) -> None:
     for image_id, name in zip(frame["image_id"], frame["image"]):
-        file = _under(path.parent, name)
-        if not file.is_file():
+        file = _under(folder, name)
+        if is_inside(file, folder) and not file.is_file():  # outside the folder: refused when decoded, unopened
             raise FileNotFoundError(f"{path}: image id {image_id}: file {str(file)!r} (from its file_name) does not "
                                     "exist; set data.coco.images to the folder holding the images, or "
                                     "check_files: false to treat unreadable images by the modality's on_error")
@@ -165,10 +171,11 @@ def load_coco_splits(data: DataConfig, label_field: str | None) -> dict[str, Tab
 
     if data.train is not None:
         paths = {s: Path(getattr(data, s)) for s in SPLITS if getattr(data, s) is not None}
-        return {s: Table(read_coco(p, for_split(data.coco, s)), p.parent, s) for s, p in paths.items()}
+        return {s: Table(read_coco(p, for_split(data.coco, s)), images_root(p, for_split(data.coco, s)), s)
+                for s, p in paths.items()}
     path = Path(data.source)  # type: ignore[arg-type]
     parts = split_frame(read_coco(path, data.coco), data.split, label_field)
-    return {s: Table(part, path.parent, s) for s, part in parts.items()}
+    return {s: Table(part, images_root(path, data.coco), s) for s, part in parts.items()}
 
 
 def for_split(options: CocoConfig | None, split: str) -> CocoConfig | None:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from polymodal.config import DataConfig, VqaConfig
+from polymodal.processors.base import is_inside
 
 if TYPE_CHECKING:
     from polymodal.data.sources import Table
@@ -154,7 +155,8 @@ def _row(qid: Any, q: dict[str, Any], image: str, ann: dict[str, Any] | None) ->
 
 def _check_files(frame: pd.DataFrame, path: Path) -> None:
     for image_id, name in frame[["image_id", "image"]].drop_duplicates().itertuples(index=False):
-        if not (path.parent / name).is_file():
+        file = path.parent / name
+        if is_inside(file, path.parent) and not file.is_file():  # outside the folder: refused when decoded, unopened
             raise FileNotFoundError(f"{path}: image_id {image_id}: file {str(path.parent / name)!r} does not exist; "
                                     "set data.vqa.images / file_pattern / image_map to where the images are, or "
                                     "check_files: false to treat unreadable images by the modality's on_error")
