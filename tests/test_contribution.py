@@ -30,7 +30,7 @@ from polymodal.evaluation.contribution import (
 from polymodal.evaluation.inference import output_metrics, predict_outputs
 from polymodal.fusion.concat import ConcatFusion
 from polymodal.predictor import Predictor
-from polymodal.run import Run, load_run
+from polymodal.rundir import Run, load_run
 from polymodal.training.fit import train
 
 F = frozenset

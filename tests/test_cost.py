@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from polymodal.config import parse_config
 from polymodal.data.batch import Batch
-from polymodal.encoders.base import Encoder, EncoderOutput
+from polymodal.encoders.base import Encoder
 from polymodal.evaluation.contribution import split_dataset
 from polymodal.evaluation.cost import (
     cost_table,
@@ -27,8 +27,9 @@ from polymodal.evaluation.cost import (
     train_seconds,
 )
 from polymodal.fusion.concat import ConcatFusion
+from polymodal.layers import EncoderOutput
 from polymodal.model import MultimodalModel, count_parameters
-from polymodal.run import load_run
+from polymodal.rundir import load_run
 from polymodal.training.fit import train
 
 

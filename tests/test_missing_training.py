@@ -10,7 +10,7 @@ from conftest import make_config
 
 from polymodal.config import parse_config
 from polymodal.data.batch import Batch
-from polymodal.encoders.base import EncoderOutput
+from polymodal.layers import EncoderOutput
 from polymodal.model import with_placeholder
 from polymodal.predictor import Predictor
 from polymodal.training.fit import train

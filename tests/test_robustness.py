@@ -29,7 +29,7 @@ from polymodal.evaluation.robustness import (
     run_robustness,
     summarize,
 )
-from polymodal.run import Run, load_run
+from polymodal.rundir import Run, load_run
 from polymodal.training.fit import train
 
 MODALITIES = ["photo", "title", "emb"]

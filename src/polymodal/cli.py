@@ -147,14 +147,14 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from polymodal.quickstart import quickstart
+    from polymodal.apps.quickstart import quickstart
 
     quickstart(Path(args.out), epochs=args.epochs, seed=args.seed, variant=args.variant)
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from polymodal.compare import compare, format_summary
+    from polymodal.apps.compare import compare, format_summary
     from polymodal.config import load_config
     from polymodal.fusion import FUSIONS
     from polymodal.tasks import build_task
@@ -191,8 +191,8 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    from polymodal.apps.tune import tune
     from polymodal.config import load_config
-    from polymodal.tune import tune
 
     config = load_config(args.config)
     result = tune(config, args.trials, out=Path(args.out) if args.out else None, storage=args.storage,

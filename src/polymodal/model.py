@@ -12,10 +12,10 @@ from torch import Tensor, nn
 from polymodal.config import Component, Config
 from polymodal.data.batch import Batch
 from polymodal.encoders import ENCODERS, Encoder, default_encoder
-from polymodal.encoders.base import EncoderOutput
 from polymodal.features.precomputed import as_output, is_precomputed
 from polymodal.fusion import FUSIONS, Fusion
 from polymodal.generation.decoders import SequenceHead, build_sequence_head
+from polymodal.layers import EncoderOutput
 from polymodal.objectives import OBJECTIVES, Contrastive, Objective
 from polymodal.processors import Processor
 

@@ -31,7 +31,7 @@ from polymodal.data.dataset import MultimodalDataset, decode, raise_on_fatal
 from polymodal.data.sources import load_splits
 from polymodal.evaluation.inference import output_metrics, predict_outputs
 from polymodal.model import Output
-from polymodal.run import Run
+from polymodal.rundir import Run
 from polymodal.tasks import Multilabel, Task
 
 EXACT_UP_TO = 6

@@ -37,7 +37,7 @@ from polymodal.errors import RecordError
 from polymodal.evaluation.corruptions import CORRUPTIONS, corrupt, record_rng
 from polymodal.evaluation.inference import output_metrics, predict_outputs
 from polymodal.processors import Processor
-from polymodal.run import Run, load_run
+from polymodal.rundir import Run, load_run
 from polymodal.tasks import Task
 
 RATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

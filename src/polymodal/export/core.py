@@ -26,7 +26,7 @@ from polymodal.export.graph import (
     output_specs,
 )
 from polymodal.export.parts import locate_failure
-from polymodal.run import CONFIG, STATE, WEIGHTS, Run, load_run
+from polymodal.rundir import CONFIG, STATE, WEIGHTS, Run, load_run
 
 FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 EXPORTERS: tuple[str, ...] = ("auto", "legacy", "dynamo")

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from polymodal.encoders.base import Encoder, EncoderOutput
+from polymodal.encoders.base import Encoder
 from polymodal.export.graph import FlatModel, exportable
+from polymodal.layers import EncoderOutput
 
 
 class EncoderPart(nn.Module):

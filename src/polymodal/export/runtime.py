@@ -22,7 +22,7 @@ from polymodal.data.dataset import (
     to_model_inputs,
 )
 from polymodal.data.sources import Table, read_table, table_root
-from polymodal.run import CONFIG, STATE
+from polymodal.rundir import CONFIG, STATE
 
 Records = pd.DataFrame | str | Path | list[dict[str, Any]]
 Session = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]

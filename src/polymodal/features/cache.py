@@ -35,7 +35,7 @@ from torch import nn
 from polymodal.config import Component, Config
 from polymodal.data.dataset import MultimodalDataset
 from polymodal.encoders import Encoder, default_encoder
-from polymodal.encoders.base import EncoderOutput
+from polymodal.layers import EncoderOutput
 from polymodal.processors import Processor
 
 log = logging.getLogger(__name__)

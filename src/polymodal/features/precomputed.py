@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from polymodal.encoders.base import EncoderOutput
+from polymodal.layers import EncoderOutput
 
 PRECOMPUTED = "pooled"
 

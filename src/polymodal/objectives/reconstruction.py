@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polymodal.data.batch import Batch
-from polymodal.encoders.base import mlp
+from polymodal.layers import mlp
 from polymodal.objectives.base import OBJECTIVES, Objective
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from fastapi.staticfiles import StaticFiles
 
 from polymodal.data.dataset import Decoded, MultimodalDataset, to_model_inputs
 from polymodal.model import Output
-from polymodal.run import Run, load_run
+from polymodal.rundir import Run, load_run
 from polymodal.serve.batching import MicroBatcher, QueueFull
 from polymodal.serve.inputs import FILE_KINDS, InputField, Problem, RequestError, decode_records, input_fields, merge
 

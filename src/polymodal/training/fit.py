@@ -36,7 +36,7 @@ from polymodal.evaluation.inference import predict_outputs
 from polymodal.features.cache import feature_device, use_feature_cache
 from polymodal.model import MultimodalModel, build_model, count_parameters
 from polymodal.processors import Processor
-from polymodal.run import METRICS, init_processors, init_weights, save_pipeline, save_weights, write_json
+from polymodal.rundir import METRICS, init_processors, init_weights, save_pipeline, save_weights, write_json
 from polymodal.tasks import Task
 from polymodal.training.module import PolymodalModule
 

@@ -63,7 +63,7 @@ from torch import Tensor, nn
 
 from polymodal.config import ImbalanceConfig
 from polymodal.data.batch import Batch
-from polymodal.encoders.base import EncoderOutput
+from polymodal.layers import EncoderOutput
 from polymodal.model import MultimodalModel, Output
 from polymodal.tasks import Binary, Multiclass, Task
 
