@@ -23,9 +23,8 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 
-from polymodal.config import parse_config
 from polymodal.data.dataset import make_loader
-from polymodal.model import build_model
+from polymodal.factory import build_model, parse_config
 from polymodal.training.fit import make_trainer, prepare
 from polymodal.training.module import PolymodalModule
 

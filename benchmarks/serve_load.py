@@ -33,7 +33,7 @@ RESULTS = Path(__file__).parent / "results" / "serve_load.md"
 def ensure_run(run: Path) -> Path:
     if (run / "model.safetensors").is_file():
         return run
-    from polymodal.config import load_config
+    from polymodal.factory import load_config
     from polymodal.training.fit import train
 
     config = load_config(Path(__file__).parents[1] / "configs" / "av_digits_concat.yaml")

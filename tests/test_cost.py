@@ -10,7 +10,6 @@ import torch
 from conftest import make_config
 from torch import Tensor, nn
 
-from polymodal.config import parse_config
 from polymodal.data.batch import Batch
 from polymodal.encoders.base import Encoder
 from polymodal.evaluation.contribution import split_dataset
@@ -26,6 +25,7 @@ from polymodal.evaluation.cost import (
     replay_peak,
     train_seconds,
 )
+from polymodal.factory import parse_config
 from polymodal.fusion.concat import ConcatFusion
 from polymodal.layers import EncoderOutput
 from polymodal.model import MultimodalModel, count_parameters

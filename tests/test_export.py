@@ -13,9 +13,9 @@ import torch
 from conftest import make_config
 
 from polymodal.cli import main
-from polymodal.config import parse_config
 from polymodal.encoders.feedforward import TabularMLP
 from polymodal.export import ExportError, OnnxPredictor, TorchScriptPredictor, export_run
+from polymodal.factory import parse_config
 from polymodal.predictor import Predictor
 from polymodal.training.fit import train
 

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from polymodal.config import parse_config
+from polymodal.factory import build_model, parse_config
 from polymodal.features.cache import FeatureCache, cached_modalities, use_feature_cache
-from polymodal.model import build_model
 from polymodal.training.fit import prepare, train
 
 

@@ -11,14 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-from polymodal.config import ConfigError, parse_config
+from polymodal.config import ConfigError
 from polymodal.data.batch import Batch
 from polymodal.encoders import ENCODERS
+from polymodal.factory import parse_config
 from polymodal.fusion import FUSIONS
-from polymodal.model import MultimodalModel, Output
+from polymodal.model import MultimodalModel
 from polymodal.objectives import OBJECTIVES, Contrastive
 from polymodal.objectives.dcca import total_correlation
 from polymodal.objectives.reconstruction import drop_one
+from polymodal.output import Output
 
 
 def toy_batch(n: int = 64, seed: int = 0) -> Batch:

@@ -25,7 +25,7 @@ def _quiet_lightning() -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from polymodal.config import load_config
+    from polymodal.factory import load_config
     from polymodal.training.fit import train
 
     config = load_config(args.config)
@@ -55,9 +55,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _run_split(config, split: str):  # type: ignore[no-untyped-def]
     from polymodal.data.sources import Table, load_splits
-    from polymodal.training.fit import _label_field
+    from polymodal.data.splits import label_field
 
-    tables = load_splits(config.data, _label_field(config))
+    tables = load_splits(config.data, label_field(config))
     if split not in tables:
         raise SystemExit(f"the run's data has no {split} split; pass --data")
     table: Table = tables[split]
@@ -93,8 +93,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from polymodal.config import load_config
     from polymodal.data.validate import validate
+    from polymodal.factory import load_config
 
     report = validate(load_config(args.config))
     shown = report.problems if args.all else report.fatal
@@ -155,7 +155,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from polymodal.apps.compare import compare, format_summary
-    from polymodal.config import load_config
+    from polymodal.factory import load_config
     from polymodal.fusion import FUSIONS
     from polymodal.tasks import build_task
 
@@ -192,7 +192,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from polymodal.apps.tune import tune
-    from polymodal.config import load_config
+    from polymodal.factory import load_config
 
     config = load_config(args.config)
     result = tune(config, args.trials, out=Path(args.out) if args.out else None, storage=args.storage,
@@ -299,9 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_NO_TRAINING_STACK = {"list", "schema", "validate", "datasets"}  # start without importing Lightning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_lightning()
+    if args.command not in _NO_TRAINING_STACK:
+        _quiet_lightning()
     try:
         return int(args.func(args))
     except (ConfigError, FileNotFoundError) as err:

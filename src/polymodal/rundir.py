@@ -14,9 +14,10 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from polymodal.config import Config, ConfigError, dump_config, load_config
+from polymodal.config import Config, ConfigError, dump_config
 from polymodal.data.dataset import build_pipeline
-from polymodal.model import MultimodalModel, build_model
+from polymodal.factory import build_model, load_config
+from polymodal.model import MultimodalModel
 from polymodal.processors import Processor
 from polymodal.tasks import Task
 

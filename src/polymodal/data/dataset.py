@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from polymodal.config import Config
 from polymodal.data.batch import Batch
-from polymodal.data.sources import Table
+from polymodal.data.splits import Table
 from polymodal.errors import DataError, Problem, RecordError
 from polymodal.features.precomputed import is_precomputed
 from polymodal.processors import Processor, build_processor
@@ -187,9 +187,7 @@ def first(batch: Batch) -> Batch:
 def make_loader(dataset: MultimodalDataset, batch_size: int, shuffle: bool, num_workers: int = 0,
                 seed: int = 0) -> DataLoader[Batch]:
     if isinstance(dataset, IterableDataset):  # a StreamingDataset: batches, shuffles and shards itself
-        from polymodal.data.streaming import stream_loader
-
-        return stream_loader(dataset, batch_size, shuffle, num_workers, seed)
+        return dataset.loader(batch_size, shuffle, num_workers, seed)  # type: ignore[attr-defined]
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=first, num_workers=num_workers,
                       generator=generator, persistent_workers=num_workers > 0, drop_last=False)

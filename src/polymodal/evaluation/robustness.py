@@ -339,9 +339,9 @@ def load_table(run: Run, data: str | Path | Table | None) -> Table:
         path = Path(data)
         return Table(read_table(path), table_root(path), path.name)
     from polymodal.data.sources import load_splits
-    from polymodal.training.fit import _label_field
+    from polymodal.data.splits import label_field
 
-    tables = load_splits(run.config.data, _label_field(run.config))
+    tables = load_splits(run.config.data, label_field(run.config))
     if "test" not in tables:
         raise ValueError(f"the data of run {str(run.path)!r} has no test split; pass `data` (a labelled table)")
     return tables["test"]

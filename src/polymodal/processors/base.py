@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,22 +12,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from polymodal.data.missing import is_empty  # noqa: F401  (processors use it from here)
 from polymodal.errors import RecordError
 
 Arrays = dict[str, np.ndarray]
-
-
-def is_empty(value: Any) -> bool:
-    """True for the values that mean 'this modality is missing for this record'."""
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    if isinstance(value, str) and not value.strip():
-        return True
-    if isinstance(value, (list, tuple, np.ndarray, bytes, bytearray)) and len(value) == 0:
-        return True
-    return False
 
 
 def resolve_file(value: Any, root: Path) -> Path:

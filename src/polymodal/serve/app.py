@@ -26,7 +26,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from polymodal.data.dataset import Decoded, MultimodalDataset, to_model_inputs
-from polymodal.model import Output
+from polymodal.output import Output
 from polymodal.rundir import Run, load_run
 from polymodal.serve.batching import MicroBatcher, QueueFull
 from polymodal.serve.inputs import FILE_KINDS, InputField, Problem, RequestError, decode_records, input_fields, merge

@@ -20,7 +20,7 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
 
-from polymodal.config import Config, SplitConfig
+from polymodal.config import Config
 from polymodal.data.dataset import (
     Decoded,
     MultimodalDataset,
@@ -30,11 +30,13 @@ from polymodal.data.dataset import (
     make_loader,
     raise_on_fatal,
 )
-from polymodal.data.sources import SPLITS, Table, load_splits, split_frame
+from polymodal.data.sources import load_splits
+from polymodal.data.splits import SPLITS, ensure_val, label_field
 from polymodal.data.streaming import StreamingDataset
 from polymodal.evaluation.inference import predict_outputs
+from polymodal.factory import build_model
 from polymodal.features.cache import feature_device, use_feature_cache
-from polymodal.model import MultimodalModel, build_model, count_parameters
+from polymodal.model import MultimodalModel, count_parameters
 from polymodal.processors import Processor
 from polymodal.rundir import METRICS, init_processors, init_weights, save_pipeline, save_weights, write_json
 from polymodal.tasks import Task
@@ -73,7 +75,7 @@ def prepare(config: Config) -> Prepared:
     """
     if config.data.streaming:
         return prepare_streaming(config)
-    tables = ensure_val(load_splits(config.data, _label_field(config)), config)
+    tables = ensure_val(load_splits(config.data, label_field(config)), config)
     processors, task = build_pipeline(config)
     init_from = config.training.init_from
     if init_from is None:
@@ -103,21 +105,6 @@ def prepare_streaming(config: Config) -> Prepared:
     ragged = {m: p.ragged for m, p in processors.items()}
     datasets = {s: MultimodalDataset(d, ragged) for s, d in data.decoded.items()}
     return Prepared(processors, task, datasets, data.skipped, stream=data.train)
-
-
-def _label_field(config: Config) -> str | None:
-    f = config.target.field
-    return f if isinstance(f, str) and config.target.task in ("binary", "multiclass") else None
-
-
-def ensure_val(tables: dict[str, Table], config: Config) -> dict[str, Table]:
-    """Carve a validation split (15%, seeded, stratified) out of train when none is given."""
-    if "val" in tables:
-        return tables
-    train = tables["train"]
-    parts = split_frame(train.frame, SplitConfig(ratios=(0.85, 0.15, 0.0), seed=config.data.split.seed),
-                        _label_field(config))
-    return {**tables, **{s: Table(parts[s], train.root, s) for s in ("train", "val")}}
 
 
 def make_trainer(config: Config, run_dir: Path, monitor: str, mode: str,

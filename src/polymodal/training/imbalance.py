@@ -64,7 +64,8 @@ from torch import Tensor, nn
 from polymodal.config import ImbalanceConfig
 from polymodal.data.batch import Batch
 from polymodal.layers import EncoderOutput
-from polymodal.model import MultimodalModel, Output
+from polymodal.model import MultimodalModel
+from polymodal.output import Output
 from polymodal.tasks import Binary, Multiclass, Task
 
 UNIMODAL_METHODS = ("grad_blend", "aux_losses", "mmpareto")

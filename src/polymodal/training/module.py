@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from polymodal.config import EncoderTraining, TrainingConfig
 from polymodal.data.batch import Batch
 from polymodal.data.dataset import to_model_inputs
-from polymodal.model import MultimodalModel, Output
+from polymodal.model import MultimodalModel
+from polymodal.output import Output
 from polymodal.processors import Processor
 from polymodal.tasks import Task
 from polymodal.training.imbalance import Imbalance

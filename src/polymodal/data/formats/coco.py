@@ -24,14 +24,13 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from polymodal.config import CocoConfig, DataConfig
-
-if TYPE_CHECKING:
-    from polymodal.data.sources import Table
+from polymodal.data.formats.base import FORMATS
+from polymodal.data.splits import SPLITS, Table, split_frame
 
 COLUMNS = ["image_id", "image", "width", "height", "caption", "captions", "tags"]
 
@@ -159,10 +158,9 @@ def _check_files(frame: pd.DataFrame, path: Path) -> None:
                                     "check_files: false to treat unreadable images by the modality's on_error")
 
 
+@FORMATS.register("coco")
 def load_coco_splits(data: DataConfig, label_field: str | None) -> dict[str, Table]:
     """The split tables of a `format: coco` config: one JSON per split, or one split by `data.split`."""
-    from polymodal.data.sources import SPLITS, Table, split_frame
-
     if data.train is not None:
         paths = {s: Path(getattr(data, s)) for s in SPLITS if getattr(data, s) is not None}
         return {s: Table(read_coco(p, for_split(data.coco, s)), p.parent, s) for s, p in paths.items()}

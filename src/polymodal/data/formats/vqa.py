@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from polymodal.config import DataConfig, VqaConfig
-
-if TYPE_CHECKING:
-    from polymodal.data.sources import Table
+from polymodal.data.formats.base import FORMATS
+from polymodal.data.splits import SPLITS, Table, split_frame
 
 COLUMNS = ["question_id", "image_id", "image", "question", "answers", "answer", "answer_type", "question_type"]
 
@@ -160,10 +159,9 @@ def _check_files(frame: pd.DataFrame, path: Path) -> None:
                                     "check_files: false to treat unreadable images by the modality's on_error")
 
 
+@FORMATS.register("vqa")
 def load_vqa_splits(data: DataConfig, label_field: str | None) -> dict[str, Table]:
     """The split tables of a `format: vqa` config: one questions file per split, or one split by `data.split`."""
-    from polymodal.data.sources import SPLITS, Table, split_frame
-
     if data.train is not None:
         paths = {s: Path(getattr(data, s)) for s in SPLITS if getattr(data, s) is not None}
         return {s: Table(read_vqa(p, data.vqa, s), p.parent, s) for s, p in paths.items()}
