@@ -15,7 +15,7 @@ from torch import Tensor
 
 from polymodal.config import AudioSpec
 from polymodal.errors import RecordError
-from polymodal.processors.base import Arrays, Processor, file_source, mean_std, stats_tensor
+from polymodal.processors.base import Arrays, Processor, file_source, mean_std
 
 
 class Waveform(NamedTuple):
@@ -77,8 +77,8 @@ class AudioProcessor(Processor):
         return {"n_mels": self.spec.n_mels}
 
     def to_model(self, inputs: dict[str, Tensor], train: bool) -> dict[str, Tensor]:
-        mean = stats_tensor(self.mean, inputs["mel"])
-        std = stats_tensor(self.std, inputs["mel"])
+        mean = self.stats("mean", inputs["mel"])
+        std = self.stats("std", inputs["mel"])
         mel = (inputs["mel"] - mean) / std * inputs["mask"][..., None]  # (B, T, M), padding stays 0
         return {"mel": mel, "mask": inputs["mask"]}
 

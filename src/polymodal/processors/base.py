@@ -101,18 +101,15 @@ class Processor(ABC):
     def is_missing(self, value: Any) -> bool:
         return is_empty(value)
 
-
-def stats_tensor(values: list[float], like: Tensor) -> Tensor:
-    """A small statistics vector on `like`'s device, cached per (values, device) to avoid per-batch copies."""
-    key = (id(values), like.device)
-    cached = _STATS_CACHE.get(key)
-    if cached is None or cached[0] is not values:
-        cached = (values, torch.tensor(values, dtype=torch.float32, device=like.device))
-        _STATS_CACHE[key] = cached
-    return cached[1]
-
-
-_STATS_CACHE: dict[tuple[int, torch.device], tuple[list[float], Tensor]] = {}
+    def stats(self, name: str, like: Tensor) -> Tensor:
+        """The fitted statistics list `name` ("mean", "std") as a float32 tensor on `like`'s device, kept by this
+        processor (and freed with it) so that batches do not copy it again; refreshed when the list is replaced."""
+        values = getattr(self, name)
+        kept = self.__dict__.setdefault("_device_stats", {})
+        hit = kept.get((name, like.device))
+        if hit is None or hit[0] is not values:
+            hit = kept[(name, like.device)] = (values, torch.tensor(values, dtype=torch.float32, device=like.device))
+        return hit[1]
 
 
 def mean_std(stacked: np.ndarray, axis: tuple[int, ...]) -> tuple[list[float], list[float]]:
