@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from polymodal.data.batch import Batch
 from polymodal.encoders import Encoder
-from polymodal.features.precomputed import as_output, is_precomputed
+from polymodal.features.precomputed import as_output
 from polymodal.fusion import Fusion
 from polymodal.generation.decoders import SequenceHead
 from polymodal.layers import EncoderOutput
@@ -48,7 +48,7 @@ class MultimodalModel(nn.Module):
 
     def encode(self, batch: Batch) -> dict[str, EncoderOutput]:
         """Each encoder's output; a modality whose batch carries cached features (frozen encoder) skips it."""
-        return {m: as_output(batch.inputs[m]) if is_precomputed(batch.inputs[m]) else enc(batch.inputs[m])
+        return {m: as_output(batch.features[m]) if m in batch.features else enc(batch.inputs[m])
                 for m, enc in self.encoders.items()}
 
     @property

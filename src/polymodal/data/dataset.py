@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,6 @@ from polymodal.config import Config
 from polymodal.data.batch import Batch
 from polymodal.data.splits import Table
 from polymodal.errors import DataError, Problem, RecordError
-from polymodal.features.precomputed import is_precomputed
 from polymodal.processors import Processor, build_processor
 from polymodal.processors.base import Arrays
 from polymodal.tasks import Task, build_task
@@ -133,6 +132,7 @@ class MultimodalDataset(Dataset[Batch]):
     def __init__(self, decoded: Decoded, ragged: Mapping[str, bool]) -> None:
         self.ragged = dict(ragged)
         self.fixed: dict[str, dict[str, np.ndarray]] = {}
+        self.features: dict[str, dict[str, np.ndarray]] = {}  # cached encoder outputs (see polymodal.features)
         self.lists: dict[str, dict[str, list[np.ndarray]]] = {}
         for m, items in decoded.items.items():
             keys = items[0].keys() if items else ()
@@ -159,7 +159,8 @@ class MultimodalDataset(Dataset[Batch]):
             inputs[m] = pad_ragged({k: [v[i] for i in idx] for k, v in keys.items()})
         present = {m: torch.from_numpy(p[idx]) for m, p in self.present.items()}
         target = torch.from_numpy(self.targets[idx]) if self.targets.size else None
-        return Batch(inputs, present, target, torch.from_numpy(idx))
+        features = {m: {k: torch.from_numpy(v[idx]) for k, v in keys.items()} for m, keys in self.features.items()}
+        return Batch(inputs, present, target, torch.from_numpy(idx), features)
 
 
 def pad_ragged(keys: dict[str, list[np.ndarray]]) -> dict[str, Tensor]:
@@ -195,5 +196,4 @@ def make_loader(dataset: MultimodalDataset, batch_size: int, shuffle: bool, num_
 
 def to_model_inputs(batch: Batch, processors: Mapping[str, Processor], train: bool) -> Batch:
     """Apply each processor's batch-level normalization (and augmentation when training)."""
-    inputs = {m: v if is_precomputed(v) else processors[m].to_model(v, train) for m, v in batch.inputs.items()}
-    return Batch(inputs, batch.present, batch.target, batch.index)
+    return replace(batch, inputs={m: processors[m].to_model(v, train) for m, v in batch.inputs.items()})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -45,7 +46,7 @@ class Reconstruction(Objective):
 
     def forward(self, model: Callable[[Batch], Output], batch: Batch, out: Output) -> Tensor:
         present = drop_one(batch.present, self.drop_prob)
-        fused = model(Batch(batch.inputs, present, batch.target, batch.index)).fused  # (B, D_fused)
+        fused = model(replace(batch, present=present)).fused  # (B, D_fused)
         total, count = self.zero(), 0
         for m, decoder in self.decoders.items():
             keep = batch.present[m]  # (B,)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytorch_lightning as pl
@@ -202,7 +203,7 @@ def modality_dropout(batch: Batch, rates: float | Mapping[str, float]) -> Batch:
         scores = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0)
         rescue = torch.zeros_like(kept).scatter_(1, scores.argmax(1, keepdim=True), True)
         kept = torch.where(lost_all[:, None], rescue, kept)
-    return Batch(batch.inputs, {m: kept[:, i] for i, m in enumerate(rate)}, batch.target, batch.index)
+    return replace(batch, present={m: kept[:, i] for i, m in enumerate(rate)})
 
 
 def frozen_at(encoder_training: Mapping[str, EncoderTraining], epoch: int) -> set[str]:
