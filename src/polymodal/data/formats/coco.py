@@ -29,8 +29,8 @@ from typing import Any
 import pandas as pd
 
 from polymodal.config import CocoConfig, DataConfig
-from polymodal.data.formats.base import FORMATS
-from polymodal.data.splits import SPLITS, Table, split_frame
+from polymodal.data.formats.base import FORMATS, split_tables
+from polymodal.data.splits import Table
 
 COLUMNS = ["image_id", "image", "width", "height", "caption", "captions", "tags"]
 
@@ -161,12 +161,10 @@ def _check_files(frame: pd.DataFrame, path: Path) -> None:
 @FORMATS.register("coco")
 def load_coco_splits(data: DataConfig, label_field: str | None) -> dict[str, Table]:
     """The split tables of a `format: coco` config: one JSON per split, or one split by `data.split`."""
-    if data.train is not None:
-        paths = {s: Path(getattr(data, s)) for s in SPLITS if getattr(data, s) is not None}
-        return {s: Table(read_coco(p, for_split(data.coco, s)), p.parent, s) for s, p in paths.items()}
-    path = Path(data.source)  # type: ignore[arg-type]
-    parts = split_frame(read_coco(path, data.coco), data.split, label_field)
-    return {s: Table(part, path.parent, s) for s, part in parts.items()}
+    def read(path: Path, split: str | None) -> pd.DataFrame:
+        return read_coco(path, data.coco if split is None else for_split(data.coco, split))
+
+    return split_tables(data, label_field, read)
 
 
 def for_split(options: CocoConfig | None, split: str) -> CocoConfig | None:

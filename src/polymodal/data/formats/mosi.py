@@ -39,8 +39,8 @@ import numpy as np
 import pandas as pd
 
 from polymodal.config import DataConfig, MosiConfig
-from polymodal.data.formats.base import FORMATS
-from polymodal.data.splits import SPLITS, Table, split_frame, table_root
+from polymodal.data.formats.base import FORMATS, split_tables
+from polymodal.data.splits import Table
 
 NPZ_FEATURES = {"text": "text", "audio": "audio", "vision": "vision"}
 
@@ -228,9 +228,4 @@ def read_mosi(path: str | Path, fmt: str, options: MosiConfig | None) -> pd.Data
 def load_mosi_splits(data: DataConfig, label_field: str | None) -> dict[str, Table]:
     """The split tables of a `format: mosi_h5 | mosi_npz` config: one file (folder) per split, or one split by
     `data.split`."""
-    if data.train is not None:
-        paths = {s: Path(getattr(data, s)) for s in SPLITS if getattr(data, s) is not None}
-        return {s: Table(read_mosi(p, data.format, data.mosi), table_root(p), s) for s, p in paths.items()}
-    path = Path(data.source)  # type: ignore[arg-type]
-    parts = split_frame(read_mosi(path, data.format, data.mosi), data.split, label_field)
-    return {s: Table(part, table_root(path), s) for s, part in parts.items()}
+    return split_tables(data, label_field, lambda path, split: read_mosi(path, data.format, data.mosi))
