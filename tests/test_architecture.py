@@ -134,3 +134,7 @@ def test_cli_help_and_schema_import_no_torch(argv: list[str]) -> None:
     loaded = loaded_after("import contextlib, io\nfrom polymodal.cli import main\n"
                           f"with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit): main({argv!r})")
     assert "torch" not in loaded
+
+
+def test_processors_import_no_signal_processing_until_used() -> None:
+    assert "scipy.signal" not in loaded_after("import polymodal.processors")

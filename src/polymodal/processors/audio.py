@@ -10,7 +10,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import soundfile as sf
 import torch
-from scipy.signal import resample_poly
 from torch import Tensor
 
 from polymodal.config import AudioSpec
@@ -94,6 +93,8 @@ def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
     if rate == target:
         return wave.astype(np.float32)
     g = gcd(rate, target)
+    from scipy.signal import resample_poly  # on use: scipy.signal takes about as long to import as torch
+
     return resample_poly(wave, target // g, rate // g).astype(np.float32)
 
 
