@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polymodal.config import load_config
 from polymodal.data.sources import load_splits
+from polymodal.factory import load_config
 from polymodal.tasks import build_task
 from polymodal.training.fit import train
 

@@ -80,7 +80,7 @@ def run_one(source: Path, out: Path, cache: bool, epochs: int) -> dict[str, Any]
     import polymodal.evaluation.report as report_module
     import polymodal.features.cache as feature_cache
     import polymodal.training.fit as fit
-    from polymodal.config import parse_config
+    from polymodal.factory import parse_config
 
     epoch_seconds: list[float] = []
     peak_training: list[float] = []

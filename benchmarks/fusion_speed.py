@@ -15,8 +15,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from polymodal.encoders.base import EncoderOutput
 from polymodal.fusion import FUSIONS
+from polymodal.layers import EncoderOutput
 
 
 def inputs(n: int, width: int, batch: int) -> tuple[dict[str, EncoderOutput], dict[str, torch.Tensor]]:

@@ -101,9 +101,9 @@ class Meter(pl.Callback):
 
 
 def run(config_data: dict, prep, precision: str, warmup: int) -> tuple[Meter, int]:  # type: ignore[no-untyped-def]
-    from polymodal.config import parse_config
     from polymodal.data.dataset import make_loader
-    from polymodal.model import build_model, count_parameters
+    from polymodal.factory import build_model, parse_config
+    from polymodal.model import count_parameters
     from polymodal.training.fit import make_trainer
     from polymodal.training.module import PolymodalModule
 
@@ -140,7 +140,7 @@ def main() -> None:
     if args.smoke:
         args.records, args.epochs, args.batch_size, args.width, args.seq_len, args.workers = 96, 1, 16, 32, 16, 0
     warmup = 2 if args.smoke else 10
-    from polymodal.config import parse_config
+    from polymodal.factory import parse_config
     from polymodal.training.fit import prepare
 
     with tempfile.TemporaryDirectory() as tmp:

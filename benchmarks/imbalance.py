@@ -26,7 +26,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from polymodal.config import Config, parse_config
+from polymodal.config import Config
+from polymodal.factory import parse_config
 from polymodal.training.fit import train
 
 DATASET = "av_digits_imbalanced"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from polymodal.apps.quickstart import av_digits_config
 from polymodal.evaluation.contribution import CoalitionGame, split_dataset
-from polymodal.quickstart import av_digits_config
-from polymodal.run import load_run
+from polymodal.rundir import load_run
 from polymodal.training.fit import train
 
 

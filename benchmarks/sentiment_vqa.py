@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from polymodal.config import Component, Config, load_config
+from polymodal.config import Component, Config
 from polymodal.datasets import DATASETS
+from polymodal.factory import load_config
 from polymodal.predictor import Predictor
 from polymodal.training.fit import train
 

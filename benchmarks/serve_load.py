@@ -33,7 +33,7 @@ RESULTS = Path(__file__).parent / "results" / "serve_load.md"
 def ensure_run(run: Path) -> Path:
     if (run / "model.safetensors").is_file():
         return run
-    from polymodal.config import load_config
+    from polymodal.factory import load_config
     from polymodal.training.fit import train
 
     config = load_config(Path(__file__).parents[1] / "configs" / "av_digits_concat.yaml")
@@ -45,7 +45,7 @@ def ensure_run(run: Path) -> Path:
 def payloads(run: Path, n: int) -> list[dict[str, Any]]:
     """`n` single-record request bodies from the run's test split (image and audio base64-encoded)."""
     from polymodal.data.sources import load_splits
-    from polymodal.run import load_run
+    from polymodal.rundir import load_run
 
     config = load_run(run).config
     table = load_splits(config.data, config.target.field)["test"]  # type: ignore[arg-type]

@@ -107,9 +107,9 @@ def child(fmt: str, train: str, val: str) -> None:
     """One epoch through the streaming loader; prints a JSON line with the figures."""
     import torch
 
-    from polymodal.config import parse_config
     from polymodal.data.dataset import build_pipeline, make_loader, to_model_inputs
     from polymodal.data.streaming import prepare_stream
+    from polymodal.factory import parse_config
 
     torch.set_num_threads(1)
     fields = {"parquet": ("vec", "text", "label"), "webdataset": ("npy", "txt", "cls")}[fmt]

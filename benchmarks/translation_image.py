@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from polymodal.config import parse_config
 from polymodal.datasets.translation import materialize_emoji_translation
 from polymodal.evaluation.text_metrics import bleu, chrf
+from polymodal.factory import parse_config
 from polymodal.predictor import Predictor
 from polymodal.training.fit import train
 

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from polymodal.config import CocoConfig, ConfigError, parse_config
+from polymodal.config import CocoConfig, ConfigError
 from polymodal.data.formats.coco import CocoError, read_coco
 from polymodal.data.sources import load_splits, read_table
+from polymodal.factory import parse_config
 
 
 def write_images(folder: Path, n: int) -> None:

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from polymodal.config import ConfigError, json_schema, load_config, parse_config
+from polymodal.config import ConfigError, json_schema
+from polymodal.factory import load_config, parse_config
 
 BASE = {
     "data": {"source": "data.csv"},

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from polymodal.data.batch import Batch
-from polymodal.model import Output
+from polymodal.output import Output
 from polymodal.objectives import Contrastive
 
 N, DIMS = 32, {"a": 6, "b": 5}

@@ -11,7 +11,6 @@ import pytest
 import torch
 from conftest import make_config
 
-from polymodal.config import parse_config
 from polymodal.data.dataset import MultimodalDataset, decode, raise_on_fatal
 from polymodal.data.sources import Table
 from polymodal.evaluation.contribution import (
@@ -28,9 +27,10 @@ from polymodal.evaluation.contribution import (
     split_dataset,
 )
 from polymodal.evaluation.inference import output_metrics, predict_outputs
+from polymodal.factory import parse_config
 from polymodal.fusion.concat import ConcatFusion
 from polymodal.predictor import Predictor
-from polymodal.run import Run, load_run
+from polymodal.rundir import Run, load_run
 from polymodal.training.fit import train
 
 F = frozenset

@@ -165,9 +165,9 @@ def test_every_processor_reads_as_features_of_its_raw_signal(data_dir: Any) -> N
     import pandas as pd
     from conftest import make_config
 
-    from polymodal.config import parse_config
     from polymodal.data.dataset import build_pipeline, fit_raw
     from polymodal.data.sources import Table
+    from polymodal.factory import parse_config
 
     config = parse_config(make_config(data_dir, data_dir / "unused"))
     processors, task = build_pipeline(config)

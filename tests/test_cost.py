@@ -10,9 +10,8 @@ import torch
 from conftest import make_config
 from torch import Tensor, nn
 
-from polymodal.config import parse_config
 from polymodal.data.batch import Batch
-from polymodal.encoders.base import Encoder, EncoderOutput
+from polymodal.encoders.base import Encoder
 from polymodal.evaluation.contribution import split_dataset
 from polymodal.evaluation.cost import (
     cost_table,
@@ -26,9 +25,11 @@ from polymodal.evaluation.cost import (
     replay_peak,
     train_seconds,
 )
+from polymodal.factory import parse_config
 from polymodal.fusion.concat import ConcatFusion
+from polymodal.layers import EncoderOutput
 from polymodal.model import MultimodalModel, count_parameters
-from polymodal.run import load_run
+from polymodal.rundir import load_run
 from polymodal.training.fit import train
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from conftest import make_config, make_records
 
-from polymodal.config import parse_config
 from polymodal.data.dataset import MultimodalDataset, build_pipeline, decode, fit_raw, raise_on_fatal
 from polymodal.data.sources import Table
 from polymodal.errors import DataError
+from polymodal.factory import parse_config
 
 
 def prepared(tmp_path: Path, frame: pd.DataFrame, **photo: object):  # type: ignore[no-untyped-def]

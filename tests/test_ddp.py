@@ -17,9 +17,8 @@ from conftest import make_config
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, DistributedSampler
 
-from polymodal.config import parse_config
 from polymodal.data.dataset import first, make_loader
-from polymodal.model import build_model
+from polymodal.factory import build_model, parse_config
 from polymodal.training import fit
 
 
@@ -59,7 +58,7 @@ def test_ddp_two_processes_write_a_run_that_matches_a_single_process_fit(data_di
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     script = tmp_path / "launch.py"
     script.write_text(textwrap.dedent(f"""
-        from polymodal.config import load_config
+        from polymodal.factory import load_config
         from polymodal.training.fit import train
         train(load_config({str(tmp_path / "cfg.yaml")!r}))
     """))

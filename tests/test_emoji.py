@@ -14,10 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from polymodal.config import ConfigError, DataConfig, TargetConfig, load_config, parse_config
+from polymodal.config import ConfigError, DataConfig, TargetConfig
 from polymodal.data.sources import load_splits
 from polymodal.datasets import DATASETS
 from polymodal.datasets.emoji import emoji_frame, load_emoji_source, materialize_emoji
+from polymodal.factory import load_config, parse_config
 from polymodal.tasks import build_task, mean_average_precision, precision_at_k
 
 CONFIGS = Path(__file__).parents[1] / "configs"

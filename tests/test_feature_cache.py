@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from polymodal.config import parse_config
+from polymodal.factory import build_model, parse_config
 from polymodal.features.cache import FeatureCache, cached_modalities, use_feature_cache
-from polymodal.model import build_model
 from polymodal.training.fit import prepare, train
 
 
@@ -76,9 +75,11 @@ def test_hit_on_second_run_and_batches_carry_features(data_dir: Path, tmp_path: 
     again = lookup(raw, second)
     assert (second.hits, second.misses) == (6, 0) and entries(_cache_dir) == stored
     batch = again["train"].__getitems__([0, 1, 2])
-    assert set(batch.inputs["photo"]) == {"pooled", "tokens", "mask"} and batch.inputs["photo"]["pooled"].shape == (3, 16)
-    assert set(batch.inputs["title"]) == {"pooled", "tokens", "mask"} and "numeric" in batch.inputs["specs"]
-    assert torch.equal(batch.inputs["photo"]["pooled"], datasets["train"].__getitems__([0, 1, 2]).inputs["photo"]["pooled"])
+    assert set(batch.features["photo"]) == {"pooled", "tokens", "mask"} and batch.features["photo"]["pooled"].shape == (3, 16)
+    assert set(batch.features["title"]) == {"pooled", "tokens", "mask"} and "numeric" in batch.inputs["specs"]
+    assert "photo" not in batch.inputs and "specs" not in batch.features  # cached outputs have their own field
+    assert torch.equal(batch.features["photo"]["pooled"],
+                       datasets["train"].__getitems__([0, 1, 2]).features["photo"]["pooled"])
 
 
 def test_invalidated_by_encoder_options_processor_config_and_data(data_dir: Path, tmp_path: Path,

@@ -115,7 +115,7 @@ def test_resolved_config_names_every_encoder(tmp_path: Path) -> None:
 
     from polymodal.config import parse_config
     from polymodal.data.dataset import build_pipeline
-    from polymodal.run import save_pipeline
+    from polymodal.rundir import save_pipeline
 
     config = parse_config({"data": {"source": "t.csv"}, "target": {"field": "y", "task": "multiclass"},
                            "modalities": {"photo": {"type": "image"},

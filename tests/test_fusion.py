@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from polymodal.encoders.base import EncoderOutput
 from polymodal.fusion import FUSIONS
+from polymodal.layers import EncoderOutput
 
 DIMS = {"image": 6, "audio": 5, "text": 4}
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from polymodal.encoders.base import EncoderOutput
 from polymodal.fusion import FUSIONS
+from polymodal.layers import EncoderOutput
 
 DIMS = {"image": 6, "audio": 5, "text": 4}
 

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from polymodal.encoders.base import EncoderOutput
 from polymodal.fusion import FUSIONS
 from polymodal.fusion.cross_attention import CrossmodalBlock, guarded_attention
 from polymodal.fusion.poe import kl_to_standard_normal, product_of_experts
+from polymodal.layers import EncoderOutput
 
 DIMS = {"image": 6, "audio": 5, "text": 4}
 LENGTHS = {"image": 3, "audio": 5, "text": 4}

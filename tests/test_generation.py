@@ -12,12 +12,14 @@ import pytest
 import torch
 from torch import nn
 
-from polymodal.config import ConfigError, GenerationConfig, TargetConfig, parse_config
-from polymodal.encoders.base import EncoderOutput
+from polymodal.config import ConfigError, GenerationConfig, TargetConfig
 from polymodal.evaluation.text_metrics import CiderD, bleu, chrf, cider_d, text_metrics
+from polymodal.factory import parse_config
 from polymodal.fusion.base import FusionOutput
-from polymodal.generation import BOS_ID, EOS_ID, PAD_ID, SequenceHead, TargetVocabulary, build_sequence_head
+from polymodal.generation import BOS_ID, EOS_ID, PAD_ID, SequenceHead, build_sequence_head
 from polymodal.generation.search import beam_search, greedy
+from polymodal.generation.vocabulary import TargetVocabulary
+from polymodal.layers import EncoderOutput
 from polymodal.predictor import Predictor
 from polymodal.tasks import build_task
 from polymodal.training.fit import train

@@ -12,11 +12,13 @@ from conftest import make_config
 from safetensors.torch import load_file
 from torch import nn
 
-from polymodal.config import ImbalanceConfig, TargetConfig, parse_config
+from polymodal.config import ImbalanceConfig, TargetConfig
 from polymodal.data.batch import Batch
 from polymodal.encoders.feedforward import VectorMLP
+from polymodal.factory import parse_config
 from polymodal.fusion import FUSIONS
-from polymodal.model import MultimodalModel, Output
+from polymodal.model import MultimodalModel
+from polymodal.output import Output
 from polymodal.predictor import Predictor
 from polymodal.tasks import Binary, Multiclass, Regression
 from polymodal.training.fit import train

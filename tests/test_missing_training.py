@@ -8,9 +8,9 @@ import pandas as pd
 import torch
 from conftest import make_config
 
-from polymodal.config import parse_config
 from polymodal.data.batch import Batch
-from polymodal.encoders.base import EncoderOutput
+from polymodal.factory import parse_config
+from polymodal.layers import EncoderOutput
 from polymodal.model import with_placeholder
 from polymodal.predictor import Predictor
 from polymodal.training.fit import train

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from polymodal.config import MosiConfig, parse_config
+from polymodal.config import MosiConfig
 from polymodal.data.formats.mosi import MosiError, read_mosi_h5, read_mosi_npz
+from polymodal.factory import parse_config
 from polymodal.training.fit import train
 
 VIDEOS = {"vidA": [(0.0, 2.0, 1.5), (2.0, 5.0, -2.0)], "vidB": [(0.5, 3.0, 0.4)]}

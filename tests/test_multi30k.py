@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from polymodal.config import ConfigError, Multi30kConfig, parse_config
+from polymodal.config import ConfigError, Multi30kConfig
 from polymodal.data.formats.multi30k import Multi30kError, load_multi30k
 from polymodal.data.sources import load_splits
+from polymodal.factory import parse_config
 from polymodal.predictor import Predictor
 from polymodal.training.fit import train
 

@@ -15,14 +15,16 @@ from conftest import make_config
 from safetensors.torch import load_file
 from torch import nn
 
-from polymodal.config import ConfigError, parse_config
+from polymodal.config import ConfigError
 from polymodal.data.batch import Batch
 from polymodal.encoders import ENCODERS
+from polymodal.factory import parse_config
 from polymodal.fusion import FUSIONS
-from polymodal.model import MultimodalModel, Output
+from polymodal.model import MultimodalModel
 from polymodal.objectives import OBJECTIVES, Contrastive
 from polymodal.objectives.dcca import total_correlation
 from polymodal.objectives.reconstruction import drop_one
+from polymodal.output import Output
 from polymodal.training.fit import train
 
 

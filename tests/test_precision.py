@@ -12,7 +12,8 @@ import torch
 from conftest import ALL_MODALITIES, make_records
 from safetensors.torch import load_file
 
-from polymodal.config import ConfigError, parse_config
+from polymodal.config import ConfigError
+from polymodal.factory import parse_config
 from polymodal.training.fit import train
 
 

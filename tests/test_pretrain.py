@@ -11,10 +11,10 @@ import torch
 from conftest import make_config
 from safetensors.torch import load_file
 
-from polymodal.config import ConfigError, load_config, parse_config
-from polymodal.model import build_model
+from polymodal.config import ConfigError
+from polymodal.factory import build_model, load_config, parse_config
 from polymodal.predictor import Predictor
-from polymodal.run import init_weights
+from polymodal.rundir import init_weights
 from polymodal.training.fit import prepare, train
 
 MODS = ["emb", "specs"]

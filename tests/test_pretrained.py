@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from polymodal.config import parse_config
 from polymodal.encoders.pretrained.weights import PACKAGES, unavailable
+from polymodal.factory import parse_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -225,7 +225,7 @@ def initial_state(config: dict[str, Any], prefix: str) -> dict[str, torch.Tensor
     """The encoder's weights as `train` starts from them (same seed, same build)."""
     import pytorch_lightning as pl
 
-    from polymodal.model import build_model
+    from polymodal.factory import build_model
     from polymodal.training.fit import prepare
 
     cfg = parse_config(config)
@@ -258,7 +258,7 @@ def test_frozen_encoder_unchanged_and_unfreezing_changes_it(data_dir: Path, tmp_
 
 
 def test_per_encoder_learning_rates_in_param_groups(data_dir: Path, tmp_path: Path, bert_dir: Path) -> None:
-    from polymodal.model import build_model
+    from polymodal.factory import build_model
     from polymodal.training.fit import prepare
     from polymodal.training.module import PolymodalModule, frozen_at
 

@@ -129,3 +129,20 @@ def test_vector_cells_written_by_pandas_parse() -> None:
     assert proc.read("[ 1.5 -0.25  3. ]", Path("."))["values"].tolist() == [1.5, -0.25, 3.0]
     with pytest.raises(RecordError, match="cannot parse"):
         proc.read("[1, two]", Path("."))
+
+
+def test_device_statistics_belong_to_their_processor() -> None:
+    import gc
+    import weakref
+
+    proc = build_processor(VectorSpec(type="vector"), "emb")
+    proc.fit_items([{"values": np.array([1.0, 2.0], dtype=np.float32)}, {"values": np.array([3.0, 6.0], dtype=np.float32)}])
+    x = torch.tensor([[2.0, 4.0]])
+    assert torch.allclose(proc.to_model({"values": x}, train=False)["values"], torch.zeros(1, 2))
+    mean = proc.stats("mean", x)
+    proc.mean = [0.0, 0.0]  # new state (load_state): the tensor follows it
+    assert proc.stats("mean", x).tolist() == [0.0, 0.0]
+    freed = weakref.ref(mean)
+    del proc, mean
+    gc.collect()
+    assert freed() is None  # no process-wide cache keeps it

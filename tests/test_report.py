@@ -13,8 +13,8 @@ import torch
 from conftest import make_config
 
 from polymodal.cli import main
-from polymodal.config import parse_config
 from polymodal.evaluation.report import bootstrap_ci, markdown_table
+from polymodal.factory import parse_config
 from polymodal.tasks import build_task
 from polymodal.training.fit import train
 

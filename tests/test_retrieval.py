@@ -11,7 +11,8 @@ import pytest
 import torch
 from conftest import make_config
 
-from polymodal.config import ConfigError, TargetConfig, parse_config
+from polymodal.config import ConfigError, TargetConfig
+from polymodal.factory import parse_config
 from polymodal.predictor import Predictor
 from polymodal.tasks import build_task, retrieval_metrics, retrieval_ranks
 from polymodal.training.fit import train

@@ -12,7 +12,6 @@ import pytest
 import torch
 from conftest import make_config
 
-from polymodal.config import parse_config
 from polymodal.data.dataset import MultimodalDataset, decode
 from polymodal.data.sources import Table
 from polymodal.evaluation.corruptions import CORRUPTIONS, Corruption
@@ -29,7 +28,8 @@ from polymodal.evaluation.robustness import (
     run_robustness,
     summarize,
 )
-from polymodal.run import Run, load_run
+from polymodal.factory import parse_config
+from polymodal.rundir import Run, load_run
 from polymodal.training.fit import train
 
 MODALITIES = ["photo", "title", "emb"]

@@ -10,8 +10,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from polymodal.config import TargetConfig, load_config, parse_config
+from polymodal.config import TargetConfig
 from polymodal.datasets.sentiment import load_source, materialize_sentiment
+from polymodal.factory import load_config, parse_config
 from polymodal.tasks import Sentiment, build_task, sentiment_metrics
 from polymodal.training.fit import train
 

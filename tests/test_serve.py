@@ -17,7 +17,7 @@ from conftest import make_config
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from polymodal.config import parse_config
+from polymodal.factory import parse_config
 from polymodal.predictor import Predictor
 from polymodal.serve import ServeSettings, create_app
 from polymodal.serve.batching import MicroBatcher, QueueFull

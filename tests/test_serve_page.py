@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from conftest import make_config
 
-from polymodal.config import parse_config
+from polymodal.factory import parse_config
 from polymodal.predictor import Predictor
 from polymodal.serve import create_app
 from polymodal.training.fit import train

@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from polymodal.cli import main
-from polymodal.config import ConfigError, parse_config
+from polymodal.config import ConfigError
 from polymodal.data.dataset import build_pipeline
 from polymodal.data.streaming import (
     ParquetReader,
@@ -30,6 +30,7 @@ from polymodal.data.streaming import (
     stream_loader,
 )
 from polymodal.errors import DataError
+from polymodal.factory import parse_config
 
 MODALITIES: dict[str, Any] = {
     "emb": {"type": "vector", "field": "npy", "encoder": {"name": "vector_mlp", "out_dim": 8, "hidden": 8}},

@@ -114,8 +114,8 @@ def test_materialize_writes_parquet_and_reuses_it(tmp_path: Path) -> None:
 
 
 def test_builtins_are_registered_with_a_parquet_table() -> None:
-    from polymodal.config import parse_config
     from polymodal.data.sources import load_splits
+    from polymodal.factory import parse_config
 
     for regime in ("redundancy", "uniqueness", "synergy"):
         assert DATASETS[f"interactions_{regime}"].table == "records.parquet"
@@ -139,7 +139,7 @@ def synergy_config(out: Path, fusion: str, epochs: int) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_concat_fusion_learns_synergy_and_late_fusion_cannot(tmp_path: Path) -> None:
-    from polymodal.config import parse_config
+    from polymodal.factory import parse_config
     from polymodal.training.fit import train
 
     acc = {f: train(parse_config(synergy_config(tmp_path / f, f, epochs=3))).metrics["test"]["accuracy"]

@@ -10,7 +10,7 @@ import torch
 from conftest import make_config
 
 from polymodal.config import TargetConfig, parse_config
-from polymodal.model import Output
+from polymodal.output import Output
 from polymodal.tasks import build_task
 from polymodal.training.fit import train
 from polymodal.training.thresholds import best_thresholds

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import make_config
 
-from polymodal.config import parse_config
+from polymodal.factory import parse_config
 from polymodal.predictor import Predictor
 from polymodal.training.fit import train
 

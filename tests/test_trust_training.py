@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from polymodal.config import parse_config
 from polymodal.predictor import Predictor
-from polymodal.run import RunError
+from polymodal.rundir import RunError
 from polymodal.training.fit import train
 from polymodal.training.guards import NonFiniteError
 

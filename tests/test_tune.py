@@ -13,9 +13,10 @@ import torch
 import yaml
 from conftest import make_config
 
+from polymodal.apps.tune import PruningCallback, check_space
 from polymodal.cli import main
-from polymodal.config import ConfigError, load_config, parse_config
-from polymodal.tune import PruningCallback, check_space
+from polymodal.config import ConfigError
+from polymodal.factory import load_config, parse_config
 
 SPACE: dict[str, Any] = {
     "training.lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},

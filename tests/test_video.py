@@ -13,12 +13,13 @@ import torch
 
 pytest.importorskip("av")
 
-from polymodal.config import AudioSpec, VideoSpec, parse_config
+from polymodal.config import AudioSpec, VideoSpec
 from polymodal.data.dataset import decode
 from polymodal.data.sources import Table
 from polymodal.datasets.video_digits import DIRECTIONS, materialize_video_digits, moving_digit, write_clip
 from polymodal.encoders import ENCODERS
 from polymodal.errors import RecordError
+from polymodal.factory import parse_config
 from polymodal.processors import build_processor
 from polymodal.processors.video import grid, sample_batch
 

@@ -13,9 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from polymodal.config import TargetConfig, VqaConfig, parse_config
+from polymodal.config import TargetConfig, VqaConfig
 from polymodal.data.formats.vqa import VqaError, read_vqa
 from polymodal.datasets.vqa_shapes import candidate_questions, materialize_vqa_shapes, random_scene
+from polymodal.factory import parse_config
 from polymodal.tasks import VQA, build_task, normalize_answer, vqa_scores
 from polymodal.training.fit import train
 

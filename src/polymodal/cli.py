@@ -27,7 +27,7 @@ def _quiet_lightning() -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from polymodal.config import load_config
+    from polymodal.factory import load_config
     from polymodal.training.fit import train
 
     config = load_config(args.config)
@@ -58,9 +58,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _run_split(config, split: str):  # type: ignore[no-untyped-def]
     from polymodal.data.sources import Table, load_splits
-    from polymodal.training.fit import _label_field
+    from polymodal.data.splits import label_field
 
-    tables = load_splits(config.data, _label_field(config))
+    tables = load_splits(config.data, label_field(config))
     if split not in tables:
         raise SystemExit(f"the run's data has no {split} split; pass --data")
     table: Table = tables[split]
@@ -136,8 +136,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from polymodal.config import load_config
     from polymodal.data.validate import validate
+    from polymodal.factory import load_config
 
     report = validate(load_config(args.config))
     shown = report.problems if args.all else report.fatal
@@ -190,15 +190,15 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from polymodal.quickstart import quickstart
+    from polymodal.apps.quickstart import quickstart
 
     quickstart(Path(args.out), epochs=args.epochs, seed=args.seed, variant=args.variant)
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from polymodal.compare import compare, format_summary
-    from polymodal.config import load_config
+    from polymodal.apps.compare import compare, format_summary
+    from polymodal.factory import load_config
     from polymodal.fusion import FUSIONS
     from polymodal.tasks import build_task
 
@@ -234,8 +234,8 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from polymodal.config import load_config
-    from polymodal.tune import tune
+    from polymodal.apps.tune import tune
+    from polymodal.factory import load_config
 
     config = load_config(args.config)
     result = tune(config, args.trials, out=Path(args.out) if args.out else None, storage=args.storage,
@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-LIGHTNING_COMMANDS = {"train", "quickstart", "compare", "tune"}
+LIGHTNING_COMMANDS = {"train", "quickstart", "compare", "tune", "fit"}
 LIGHT_COMMANDS = {"list", "schema", "datasets", "validate"}  # no tensor work: torch threads left alone
 
 

@@ -490,73 +490,36 @@ class Config(Strict):
     tune: TuneConfig | None = Field(None, description="search space of `polymodal tune` (ignored by train)")
 
     @model_validator(mode="after")
-    def _check_components(self) -> Config:
-        from polymodal.encoders import ENCODERS, default_encoder
-        from polymodal.fusion import FUSIONS
-
-        for name, spec in self.modalities.items():
-            enc = spec.encoder or Component(name=default_encoder(spec.type))
-            if enc.name not in ENCODERS:
-                raise ValueError(f"modalities.{name}.encoder.name: unknown encoder {enc.name!r}; "
-                                 f"registered: {', '.join(ENCODERS.names())}")
-            cls = ENCODERS.get(enc.name)
-            if spec.type not in cls.modalities:
-                raise ValueError(f"modalities.{name}.encoder.name: {enc.name!r} does not take {spec.type} "
-                                 f"input; use one of {', '.join(encoders_for(spec.type))}")
-            ENCODERS.check_options(enc.name, enc.options, frozenset(cls.derived),
-                                   where=f"modalities.{name}.encoder: ")
-            self._check_encoder_training(name, spec, cls)
-        if self.fusion.name not in FUSIONS:
-            raise ValueError(f"fusion.name: unknown fusion {self.fusion.name!r}; registered: "
-                             f"{', '.join(FUSIONS.names())}")
-        FUSIONS.check_options(self.fusion.name, self.fusion.options, frozenset({"in_dims"}), where="fusion: ")
-        self._check_objectives()
-        return self
-
-    def _check_encoder_training(self, name: str, spec: Any, cls: Any) -> None:
-        """An encoder's own requirements on its modality (`check_spec`), and unfreezing within the run."""
-        check = getattr(cls, "check_spec", None)
-        if check is not None:
-            try:
-                check(spec)
-            except ValueError as err:
-                raise ValueError(f"modalities.{name}: {err}") from None
-        after = spec.train.unfreeze_after
-        if after is not None and after >= self.training.epochs:
-            raise ValueError(f"modalities.{name}.train.unfreeze_after: {after} is not below training.epochs "
-                             f"({self.training.epochs}), so the encoder would never unfreeze; use mode frozen "
-                             "without unfreeze_after")
-
-    def _check_objectives(self) -> None:
-        from polymodal.objectives import OBJECTIVES
-
+    def _add_contrastive(self) -> Config:
+        """Task retrieval trains through a contrastive objective: add one when none is listed."""
         if self.target.task == "retrieval":
             if len(self.modalities) < 2:
                 raise ValueError("modalities: task retrieval needs at least two modalities (one tower each)")
             if not any(o.name == "contrastive" for o in self.objectives):
                 self.objectives.append(ObjectiveSpec(name="contrastive"))
+        return self
+
+    @model_validator(mode="after")
+    def _check_lists(self) -> Config:
+        """Each objective listed once; every unfreezing happens within the run."""
         seen: set[str] = set()
         for i, obj in enumerate(self.objectives):
-            if obj.name not in OBJECTIVES:
-                raise ValueError(f"objectives.{i}.name: unknown objective {obj.name!r}; registered: "
-                                 f"{', '.join(OBJECTIVES.names())}")
             if obj.name in seen:
                 raise ValueError(f"objectives.{i}.name: objective {obj.name!r} is listed twice")
             seen.add(obj.name)
-            OBJECTIVES.check_options(obj.name, obj.options, frozenset({"in_dims", "fused_dim"}),
-                                     where=f"objectives.{i}: ")
+        for name, spec in self.modalities.items():
+            after = spec.train.unfreeze_after
+            if after is not None and after >= self.training.epochs:
+                raise ValueError(f"modalities.{name}.train.unfreeze_after: {after} is not below training.epochs "
+                                 f"({self.training.epochs}), so the encoder would never unfreeze; use mode frozen "
+                                 "without unfreeze_after")
+        return self
 
     def field_of(self, modality: str) -> str:
         return self.modalities[modality].field or modality
 
     def run_dir(self) -> Path:
         return Path(self.output_dir or f"runs/{self.name}")
-
-
-def encoders_for(modality_type: str) -> list[str]:
-    from polymodal.encoders import ENCODERS
-
-    return [n for n in ENCODERS.names() if modality_type in ENCODERS.get(n).modalities]
 
 
 class ConfigError(ValueError):

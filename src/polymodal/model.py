@@ -2,47 +2,19 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from polymodal.config import Component, Config
 from polymodal.data.batch import Batch
-from polymodal.encoders import ENCODERS, Encoder, default_encoder
-from polymodal.encoders.base import EncoderOutput
-from polymodal.features.precomputed import as_output, is_precomputed
-from polymodal.fusion import FUSIONS, Fusion
-from polymodal.generation.decoders import SequenceHead, build_sequence_head
-from polymodal.objectives import OBJECTIVES, Contrastive, Objective
-from polymodal.processors import Processor
-
-
-@dataclass
-class Output:
-    """Named model outputs that losses and metrics take by name.
-
-    Attributes:
-        logits: (B, K) task outputs.
-        fused: (B, D_fused) joint representation.
-        features: per modality, pooled encoder features (B, D_m).
-        modality_logits: per modality (B, K) predictions, for fusions that keep per-modality branches.
-        aux_losses: auxiliary training losses by name (from the fusion), added to the task loss.
-        embeddings: per modality, (B, E) L2-normalised embeddings in the shared space of the contrastive
-            objective (None without one); rows of records missing that modality are NaN.
-        sequences: task generation, outside training: (B, S) generated token ids (logits are then the
-            teacher-forced (B, L-1, V) logits of the target, (B, 0, V) without one).
-    """
-
-    logits: Tensor
-    fused: Tensor
-    features: dict[str, Tensor]
-    modality_logits: dict[str, Tensor] | None = None
-    aux_losses: dict[str, Tensor] = field(default_factory=dict)
-    embeddings: dict[str, Tensor] | None = None
-    sequences: Tensor | None = None
+from polymodal.encoders import Encoder
+from polymodal.features.precomputed import as_output
+from polymodal.fusion import Fusion
+from polymodal.generation.decoders import SequenceHead
+from polymodal.layers import EncoderOutput
+from polymodal.objectives import Contrastive, Objective
+from polymodal.output import Output
 
 
 class MultimodalModel(nn.Module):
@@ -76,7 +48,7 @@ class MultimodalModel(nn.Module):
 
     def encode(self, batch: Batch) -> dict[str, EncoderOutput]:
         """Each encoder's output; a modality whose batch carries cached features (frozen encoder) skips it."""
-        return {m: as_output(batch.inputs[m]) if is_precomputed(batch.inputs[m]) else enc(batch.inputs[m])
+        return {m: as_output(batch.features[m]) if m in batch.features else enc(batch.inputs[m])
                 for m, enc in self.encoders.items()}
 
     @property
@@ -129,31 +101,6 @@ def with_placeholder(out: EncoderOutput, present: Tensor, placeholder: Tensor) -
     first = torch.zeros_like(mask)
     first[:, 0] = True
     return EncoderOutput(pooled, tokens, torch.where(keep, mask, first))
-
-
-def build_encoder(spec_type: str, component: Component | None, processor: Processor) -> Encoder:
-    component = component or Component(name=default_encoder(spec_type))
-    return ENCODERS.build(component.name, user=component.options, **processor.encoder_inputs())
-
-
-def build_model(config: Config, processors: Mapping[str, Processor], num_outputs: int) -> MultimodalModel:
-    """Build the model a config describes, with widths derived from fitted processors and encoders.
-
-    `num_outputs` may be 0 (retrieval: no task head outputs, only the objectives train).
-    """
-    encoders = {m: build_encoder(spec.type, spec.encoder, processors[m]) for m, spec in config.modalities.items()}
-    in_dims = {m: e.out_dim for m, e in encoders.items()}
-    fusion = FUSIONS.build(config.fusion.name, user=config.fusion.options, in_dims=in_dims)
-    objectives = {o.name: OBJECTIVES.build(o.name, user=o.options, in_dims=in_dims, fused_dim=fusion.out_dim)
-                  for o in config.objectives}
-    head: nn.Module
-    if config.target.task == "generation":  # num_outputs: the target vocabulary
-        head = build_sequence_head(config.target.generation_options, fusion.out_dim, in_dims, num_outputs)
-    else:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Initializing zero-element tensors")  # num_outputs == 0
-            head = nn.Linear(fusion.out_dim, num_outputs)
-    return MultimodalModel(encoders, fusion, head, objectives, placeholders=config.placeholders)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -13,8 +13,8 @@ import torch
 from polymodal.data.dataset import MultimodalDataset, decode, raise_on_fatal
 from polymodal.data.sources import Table, read_table, table_root
 from polymodal.evaluation.inference import empty_embeddings, empty_outputs, predict_embeddings, predict_outputs
-from polymodal.model import Output
-from polymodal.run import Run, load_run
+from polymodal.output import Output
+from polymodal.rundir import Run, load_run
 
 Records = pd.DataFrame | str | Path | Sequence[dict[str, Any]]
 

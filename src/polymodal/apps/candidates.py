@@ -55,7 +55,7 @@ def full_batch(dataset: MultimodalDataset, processors: dict[str, Processor]) -> 
 
 def neural(name: str, config: Config, tables: Tables, out: Path) -> Scored:
     """Train `config` with polymodal (restricted to its modalities) and score it on val and test."""
-    from polymodal.run import load_run
+    from polymodal.rundir import load_run
     from polymodal.training.fit import train
 
     start = time.perf_counter()

@@ -30,11 +30,13 @@ from torch import Tensor
 from polymodal.apps.candidates import Scored, neural, tfidf_linear, trees
 from polymodal.apps.infer import Columns, infer_columns, infer_task, leakage
 from polymodal.apps.selection import greedy_ensemble
-from polymodal.config import Config, TabularSpec, dump_config, parse_config
-from polymodal.data.sources import Table, load_splits, read_table, table_root
+from polymodal.config import Config, TabularSpec, dump_config
+from polymodal.factory import parse_config
+from polymodal.data.sources import load_splits, read_table
+from polymodal.data.splits import Table, ensure_val, label_field, table_root
 from polymodal.ensemble.model import from_probability, to_probability
 from polymodal.ensemble.rundir import save_ensemble
-from polymodal.run import write_manifest
+from polymodal.rundir import write_manifest
 from polymodal.tasks import Task, build_task
 
 log = logging.getLogger(__name__)
@@ -225,9 +227,7 @@ def choose(done: list[Scored], scorer: Scorer, task: str) -> dict[str, float]:
 
 
 def _splits(config: Config) -> dict[str, Table]:
-    from polymodal.training.fit import _label_field, ensure_val
-
-    return ensure_val(load_splits(config.data, _label_field(config)), config)
+    return ensure_val(load_splits(config.data, label_field(config)), config)
 
 
 def summary(table: pd.DataFrame) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -18,12 +18,15 @@ class Batch:
         present: per modality, (B,) bool; False means the modality is missing for that record.
         target: (B,) class indices, (B, L) multilabel 0/1 or (B, K) regression values; None at inference.
         index: (B,) position of each record in its dataset.
+        features: per modality whose encoder is frozen and cached, its stored outputs in place of inputs:
+            `pooled` (B, D) and, where the encoder has them, `tokens` (B, T, D) + `mask` (B, T).
     """
 
     inputs: dict[str, dict[str, Tensor]]
     present: dict[str, Tensor]
     target: Tensor | None = None
     index: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    features: dict[str, dict[str, Tensor]] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -35,9 +38,10 @@ class Batch:
             present={m: p.to(device) for m, p in self.present.items()},
             target=None if self.target is None else self.target.to(device),
             index=self.index.to(device),
+            features={m: {k: v.to(device) for k, v in d.items()} for m, d in self.features.items()},
         )
 
     def without(self, modalities: set[str] | frozenset[str]) -> Batch:
         """A copy in which the named modalities are marked missing for every record."""
         present = {m: (torch.zeros_like(p) if m in modalities else p) for m, p in self.present.items()}
-        return Batch(self.inputs, present, self.target, self.index)
+        return replace(self, present=present)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
 
 from polymodal.config import Config
 from polymodal.data.batch import Batch
-from polymodal.data.sources import Table
+from polymodal.data.splits import Table
 from polymodal.errors import DataError, Problem, RecordError, UnknownLabel
-from polymodal.features.precomputed import is_precomputed
 from polymodal.processors import Processor, build_processor
 from polymodal.processors.base import Arrays
 from polymodal.tasks import Task, build_task
@@ -168,6 +167,7 @@ class MultimodalDataset(Dataset[Batch]):
     def __init__(self, decoded: Decoded, ragged: Mapping[str, bool]) -> None:
         self.ragged = dict(ragged)
         self.fixed: dict[str, dict[str, np.ndarray]] = {}
+        self.features: dict[str, dict[str, np.ndarray]] = {}  # cached encoder outputs (see polymodal.features)
         self.lists: dict[str, dict[str, list[np.ndarray]]] = {}
         for m, items in decoded.items.items():
             keys = items[0].keys() if items else ()
@@ -194,7 +194,8 @@ class MultimodalDataset(Dataset[Batch]):
             inputs[m] = pad_ragged({k: [v[i] for i in idx] for k, v in keys.items()})
         present = {m: torch.from_numpy(p[idx]) for m, p in self.present.items()}
         target = torch.from_numpy(self.targets[idx]) if self.targets.size else None
-        return Batch(inputs, present, target, torch.from_numpy(idx))
+        features = {m: {k: torch.from_numpy(v[idx]) for k, v in keys.items()} for m, keys in self.features.items()}
+        return Batch(inputs, present, target, torch.from_numpy(idx), features)
 
 
 def pad_ragged(keys: dict[str, list[np.ndarray]]) -> dict[str, Tensor]:
@@ -222,9 +223,7 @@ def first(batch: Batch) -> Batch:
 def make_loader(dataset: MultimodalDataset, batch_size: int, shuffle: bool, num_workers: int = 0,
                 seed: int = 0) -> DataLoader[Batch]:
     if isinstance(dataset, IterableDataset):  # a StreamingDataset: batches, shuffles and shards itself
-        from polymodal.data.streaming import stream_loader
-
-        return stream_loader(dataset, batch_size, shuffle, num_workers, seed)
+        return dataset.loader(batch_size, shuffle, num_workers, seed)  # type: ignore[attr-defined]
     generator = torch.Generator().manual_seed(seed)
     sampler = EpochShuffle(dataset, seed) if shuffle else None
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=first, num_workers=num_workers,
@@ -249,5 +248,4 @@ class EpochShuffle(RandomSampler):
 
 def to_model_inputs(batch: Batch, processors: Mapping[str, Processor], train: bool) -> Batch:
     """Apply each processor's batch-level normalization (and augmentation when training)."""
-    inputs = {m: v if is_precomputed(v) else processors[m].to_model(v, train) for m, v in batch.inputs.items()}
-    return Batch(inputs, batch.present, batch.target, batch.index)
+    return replace(batch, inputs={m: processors[m].to_model(v, train) for m, v in batch.inputs.items()})

@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from polymodal.config import Config, DataConfig
 from polymodal.data.batch import Batch
 from polymodal.data.dataset import Decoded, MultimodalDataset, decode, first, raise_on_fatal
-from polymodal.data.sources import Table
+from polymodal.data.splits import Table
 from polymodal.errors import DataError, Problem
 from polymodal.processors import Processor
 from polymodal.processors.base import Arrays
@@ -439,6 +439,10 @@ class StreamingDataset(IterableDataset[Batch]):
         self.counts = [s.count for s in reader.shards()]
         if sum(self.counts) == 0:
             raise ValueError(f"the {split} shards hold no records")
+
+    def loader(self, batch_size: int, shuffle: bool, num_workers: int = 0, seed: int = 0) -> StreamingLoader:
+        """The DataLoader over this stream (what `make_loader` returns for it)."""
+        return stream_loader(self, batch_size, shuffle, num_workers, seed)
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch the next iteration serves (it then counts on by itself)."""

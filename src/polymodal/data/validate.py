@@ -37,10 +37,10 @@ class ValidationReport:
 
 def validate(config: Config) -> ValidationReport:
     """Check the data a config points at without training; never raises on bad records."""
-    from polymodal.training.fit import _label_field, ensure_val
+    from polymodal.data.splits import ensure_val, label_field
 
     report = ValidationReport()
-    tables = ensure_val(load_splits(config.data, _label_field(config)), config)
+    tables = ensure_val(load_splits(config.data, label_field(config)), config)
     processors, task = build_pipeline(config)
     try:
         fit_raw(tables["train"], processors, task)

@@ -10,7 +10,8 @@ from polymodal.encoders import (  # noqa: F401  (registration)
     transformer,
     video,
 )
-from polymodal.encoders.base import ENCODERS, Encoder, EncoderOutput
+from polymodal.encoders.base import ENCODERS, Encoder
+from polymodal.layers import EncoderOutput
 
 DEFAULT_ENCODERS = {
     "image": "image_cnn",

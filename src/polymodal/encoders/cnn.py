@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polymodal.encoders.base import ENCODERS, Encoder, EncoderOutput, masked_mean
+from polymodal.encoders.base import ENCODERS, Encoder
+from polymodal.layers import EncoderOutput, masked_mean
 
 
 def conv_block(c_in: int, c_out: int, pool: tuple[int, int]) -> nn.Sequential:

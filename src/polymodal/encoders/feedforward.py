@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from polymodal.encoders.base import ENCODERS, Encoder, EncoderOutput, mlp
+from polymodal.encoders.base import ENCODERS, Encoder
+from polymodal.layers import EncoderOutput, mlp
 
 
 @ENCODERS.register("tabular_mlp")

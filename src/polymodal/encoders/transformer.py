@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from polymodal.encoders.base import ENCODERS, Encoder, EncoderOutput, masked_mean
+from polymodal.encoders.base import ENCODERS, Encoder
+from polymodal.layers import EncoderOutput, masked_mean
 
 
 def transformer_stack(width: int, heads: int, layers: int, dropout: float) -> nn.TransformerEncoder:

@@ -13,9 +13,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from polymodal.encoders.base import ENCODERS, Encoder, EncoderOutput, masked_mean
+from polymodal.encoders.base import ENCODERS, Encoder
 from polymodal.encoders.cnn import ImageCNN
 from polymodal.encoders.transformer import transformer_stack
+from polymodal.layers import EncoderOutput, masked_mean
 
 
 class FrameEncoder(nn.Module):

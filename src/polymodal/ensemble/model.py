@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from polymodal.data.batch import Batch
-from polymodal.model import MultimodalModel, Output
+from polymodal.model import MultimodalModel
+from polymodal.output import Output
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from polymodal.config import Component, Config, dump_config, load_config, parse_
 from polymodal.data.dataset import build_pipeline
 from polymodal.ensemble.classical import CLASSICAL
 from polymodal.ensemble.model import EnsembleModel, Slot
-from polymodal.model import MultimodalModel, build_model
+from polymodal.factory import build_model
+from polymodal.model import MultimodalModel
 from polymodal.processors import Processor
 from polymodal.tasks import Task
 

@@ -30,8 +30,8 @@ import pandas as pd
 from polymodal.data.dataset import MultimodalDataset, decode, raise_on_fatal
 from polymodal.data.sources import load_splits
 from polymodal.evaluation.inference import output_metrics, predict_outputs
-from polymodal.model import Output
-from polymodal.run import Run
+from polymodal.output import Output
+from polymodal.rundir import Run
 from polymodal.tasks import Multilabel, Task
 
 EXACT_UP_TO = 6
@@ -252,9 +252,9 @@ class CoalitionGame:
 
 def split_dataset(run: Run, split: str = "test") -> MultimodalDataset:
     """One split of the run's own data (as the run was trained: same split, fitted processors), decoded."""
-    from polymodal.training.fit import _label_field, ensure_val  # training imports Lightning: only on use
+    from polymodal.data.splits import ensure_val, label_field
 
-    tables = ensure_val(load_splits(run.config.data, _label_field(run.config)), run.config)
+    tables = ensure_val(load_splits(run.config.data, label_field(run.config)), run.config)
     if split not in tables:
         raise KeyError(f"the run's data has no {split!r} split; it has {', '.join(tables)}")
     decoded = decode(tables[split], run.processors, run.task)

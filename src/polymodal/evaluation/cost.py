@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from polymodal.data.batch import Batch
 from polymodal.data.dataset import MultimodalDataset, to_model_inputs
 from polymodal.model import MultimodalModel, count_parameters
-from polymodal.run import METRICS, Run, load_run
+from polymodal.rundir import METRICS, Run, load_run
 
 MB = 2**20
 

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from polymodal.data.dataset import MultimodalDataset, blank_dataset, make_loader, to_model_inputs
-from polymodal.model import MultimodalModel, Output
+from polymodal.model import MultimodalModel
+from polymodal.output import Output
 from polymodal.processors import Processor
 from polymodal.tasks import Task
 

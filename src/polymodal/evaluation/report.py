@@ -22,7 +22,7 @@ import torch
 
 from polymodal.data.dataset import MultimodalDataset
 from polymodal.evaluation.inference import predict_outputs
-from polymodal.run import Run, load_run
+from polymodal.rundir import Run, load_run
 from polymodal.tasks import Task
 
 Block = str | pd.DataFrame | Path

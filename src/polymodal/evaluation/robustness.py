@@ -37,7 +37,7 @@ from polymodal.errors import RecordError
 from polymodal.evaluation.corruptions import CORRUPTIONS, corrupt, record_rng
 from polymodal.evaluation.inference import output_metrics, predict_outputs
 from polymodal.processors import Processor
-from polymodal.run import Run, load_run
+from polymodal.rundir import Run, load_run
 from polymodal.tasks import Task
 
 RATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -339,9 +339,9 @@ def load_table(run: Run, data: str | Path | Table | None) -> Table:
         path = Path(data)
         return Table(read_table(path), table_root(path), path.name)
     from polymodal.data.sources import load_splits
-    from polymodal.training.fit import _label_field
+    from polymodal.data.splits import label_field
 
-    tables = load_splits(run.config.data, _label_field(run.config))
+    tables = load_splits(run.config.data, label_field(run.config))
     if "test" not in tables:
         raise ValueError(f"the data of run {str(run.path)!r} has no test split; pass `data` (a labelled table)")
     return tables["test"]

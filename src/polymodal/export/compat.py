@@ -1,9 +1,11 @@
-"""Export-time stand-ins that compute the same values as the eager code with operations ONNX can express."""
+"""Export-time stand-ins that compute the same values as the eager code with operations ONNX can express, bound to
+the modules of an export copy of the model (never to the library classes: a server in the same process keeps
+the library versions)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from copy import deepcopy
+from types import MethodType
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +47,7 @@ def _gather(x: Tensor, index: Tensor) -> Tensor:
     return torch.gather(x, 1, index[..., None].expand(-1, -1, x.shape[-1]))
 
 
-_MHA_FORWARD = nn.MultiheadAttention.forward
+_LIBRARY_ATTENTION = nn.MultiheadAttention.forward
 
 
 def plain_attention(self: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor,
@@ -57,7 +59,7 @@ def plain_attention(self: nn.MultiheadAttention, query: Tensor, key: Tensor, val
     Any other configuration runs the library version."""
     if (not self.batch_first or not self._qkv_same_embed_dim or self.bias_k is not None or self.add_zero_attn
             or attn_mask is not None or is_causal or need_weights or query.dim() != 3):
-        return _MHA_FORWARD(self, query, key, value, key_padding_mask, need_weights, attn_mask,
+        return _LIBRARY_ATTENTION(self, query, key, value, key_padding_mask, need_weights, attn_mask,
                             average_attn_weights, is_causal)
     heads = self.num_heads
     w = self.in_proj_weight.chunk(3)
@@ -77,15 +79,13 @@ def _heads(x: Tensor, heads: int) -> Tensor:
     return x.reshape(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
 
 
-@contextmanager
-def export_friendly_modules() -> Iterator[None]:
-    """Within the block, `BiGRU` runs without packed sequences and multi-head attention without the reshapes
-    the exporters cannot keep dynamic; both compute the same values as the library versions."""
-    packed = BiGRU.forward
-    BiGRU.forward = unpacked_bigru  # type: ignore[method-assign]
-    nn.MultiheadAttention.forward = plain_attention  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        BiGRU.forward = packed  # type: ignore[method-assign]
-        nn.MultiheadAttention.forward = _MHA_FORWARD  # type: ignore[method-assign]
+def export_friendly(module: nn.Module) -> nn.Module:
+    """A copy of `module` whose `BiGRU`s run without packed sequences and whose multi-head attention runs without
+    the reshapes the exporters cannot keep dynamic; both compute the same values. `module` is left as it is."""
+    copy = deepcopy(module)
+    for m in copy.modules():
+        if isinstance(m, BiGRU):
+            m.forward = MethodType(unpacked_bigru, m)  # type: ignore[method-assign]
+        elif isinstance(m, nn.MultiheadAttention):
+            m.forward = MethodType(plain_attention, m)  # type: ignore[method-assign]
+    return copy

@@ -26,7 +26,7 @@ from polymodal.export.graph import (
     output_specs,
 )
 from polymodal.export.parts import locate_failure
-from polymodal.run import CONFIG, STATE, WEIGHTS, Run, load_run
+from polymodal.rundir import CONFIG, STATE, WEIGHTS, Run, load_run
 
 FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 EXPORTERS: tuple[str, ...] = ("auto", "legacy", "dynamo")
@@ -185,13 +185,13 @@ def _onnx(probe: Probe, target: Path, opset: int, exporter: str) -> tuple[str, f
 
 def _onnx_with(name: str, probe: Probe, path: Path, opset: int) -> None:
     outputs = output_specs(probe.flat.model)
-    with exportable():
+    with exportable(probe.flat) as flat:
         if name == "legacy":
-            torch.onnx.export(probe.flat, probe.args, str(path), input_names=probe.names,
+            torch.onnx.export(flat, probe.args, str(path), input_names=probe.names,
                               output_names=list(OUTPUTS), opset_version=opset, dynamo=False,
                               dynamic_axes=dynamic_axes([*probe.inputs, *outputs]))
             return
-        program = torch.onnx.export(probe.flat, probe.args, input_names=probe.names, output_names=list(OUTPUTS),
+        program = torch.onnx.export(flat, probe.args, input_names=probe.names, output_names=list(OUTPUTS),
                                     opset_version=opset, dynamo=True, verbose=False,
                                     dynamic_shapes=(_dynamic_shapes(probe.inputs),))
         assert program is not None
@@ -211,8 +211,8 @@ def _dynamic_shapes(inputs: Sequence[TensorSpec]) -> tuple[dict[int, Any], ...]:
 
 def _torchscript(probe: Probe, target: Path) -> float:
     path = target / MODEL_FILES["torchscript"]
-    with exportable():
-        traced = torch.jit.trace(probe.flat, probe.args, check_trace=False)
+    with exportable(probe.flat) as flat:
+        traced = torch.jit.trace(flat, probe.args, check_trace=False)
     torch.jit.save(traced, str(path))
     return _verify(probe, path)
 

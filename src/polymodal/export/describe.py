@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from polymodal.export.graph import TensorSpec, input_name
-from polymodal.run import STATE, Run
+from polymodal.rundir import STATE, Run
 
 _STATE_NOTE = f"mean/std: {STATE} modalities.{{m}}"
 

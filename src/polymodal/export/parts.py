@@ -8,8 +8,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from polymodal.encoders.base import Encoder, EncoderOutput
+from polymodal.encoders.base import Encoder
 from polymodal.export.graph import FlatModel, exportable
+from polymodal.layers import EncoderOutput
 
 
 class EncoderPart(nn.Module):
@@ -45,11 +46,11 @@ class FusionPart(nn.Module):
 def exports(module: nn.Module, args: tuple[Tensor, ...], opset: int, exporter: str) -> bool:
     """Whether `module` exports to ONNX with the given exporter (on these example arguments)."""
     try:
-        with exportable():
+        with exportable(module) as friendly:
             if exporter == "legacy":
-                torch.onnx.export(module, args, io.BytesIO(), opset_version=opset, dynamo=False)
+                torch.onnx.export(friendly, args, io.BytesIO(), opset_version=opset, dynamo=False)
             else:
-                torch.onnx.export(module, args, opset_version=opset, dynamo=True, verbose=False)
+                torch.onnx.export(friendly, args, opset_version=opset, dynamo=True, verbose=False)
     except Exception:  # noqa: BLE001  (any failure means: not exportable)
         return False
     return True

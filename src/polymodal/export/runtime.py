@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from polymodal.config import load_config
 from polymodal.data.dataset import (
     MultimodalDataset,
     build_pipeline,
@@ -22,7 +21,8 @@ from polymodal.data.dataset import (
     to_model_inputs,
 )
 from polymodal.data.sources import Table, read_table, table_root
-from polymodal.run import CONFIG, STATE
+from polymodal.factory import load_config
+from polymodal.rundir import CONFIG, STATE
 
 Records = pd.DataFrame | str | Path | list[dict[str, Any]]
 Session = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]

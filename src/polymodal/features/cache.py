@@ -35,7 +35,7 @@ from torch import nn
 from polymodal.config import Component, Config
 from polymodal.data.dataset import MultimodalDataset
 from polymodal.encoders import Encoder, default_encoder
-from polymodal.encoders.base import EncoderOutput
+from polymodal.layers import EncoderOutput
 from polymodal.processors import Processor
 
 log = logging.getLogger(__name__)
@@ -187,9 +187,10 @@ def stack_outputs(outs: list[EncoderOutput]) -> Entry:
 
 
 def with_features(dataset: MultimodalDataset, modality: str, entry: Entry) -> MultimodalDataset:
-    """A shallow copy of `dataset` whose batches carry the cached outputs as `modality`'s inputs."""
+    """A shallow copy of `dataset` whose batches carry the cached outputs as `modality`'s `Batch.features`."""
     out = copy.copy(dataset)
-    out.fixed = {**dataset.fixed, modality: entry.arrays()}
+    out.features = {**dataset.features, modality: entry.arrays()}
+    out.fixed = {m: v for m, v in dataset.fixed.items() if m != modality}
     out.lists = {m: v for m, v in dataset.lists.items() if m != modality}
     out.ragged = {**dataset.ragged, modality: False}
     return out

@@ -1,21 +1,15 @@
-"""Precomputed encoder outputs travelling in a Batch in place of a modality's raw inputs.
+"""Precomputed encoder outputs travelling in `Batch.features` in place of a modality's raw inputs.
 
-A cached modality's inputs are `{"pooled": (B, D), "tokens": (B, T, D), "mask": (B, T)}` (tokens and mask where
-the encoder has them): processors leave them as they are and the model hands them to the fusion directly.
+A cached modality's entry is `{"pooled": (B, D), "tokens": (B, T, D), "mask": (B, T)}` (tokens and mask where the
+encoder has them): the model hands them to the fusion without running that encoder.
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from polymodal.encoders.base import EncoderOutput
-
-PRECOMPUTED = "pooled"
+from polymodal.layers import EncoderOutput
 
 
-def is_precomputed(inputs: dict[str, Tensor]) -> bool:
-    return PRECOMPUTED in inputs
-
-
-def as_output(inputs: dict[str, Tensor]) -> EncoderOutput:
-    return EncoderOutput(pooled=inputs[PRECOMPUTED], tokens=inputs.get("tokens"), mask=inputs.get("mask"))
+def as_output(features: dict[str, Tensor]) -> EncoderOutput:
+    return EncoderOutput(pooled=features["pooled"], tokens=features.get("tokens"), mask=features.get("mask"))

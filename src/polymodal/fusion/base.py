@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from polymodal.encoders.base import EncoderOutput
+from polymodal.layers import EncoderOutput
 from polymodal.registry import Registry
 
 

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polymodal.encoders.base import EncoderOutput
 from polymodal.fusion.base import FUSIONS, Fusion, FusionOutput, zero_missing
+from polymodal.layers import EncoderOutput
 
 
 def power_normalize(x: Tensor, eps: float = 1e-8) -> Tensor:

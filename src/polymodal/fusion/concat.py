@@ -11,8 +11,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from polymodal.encoders.base import EncoderOutput, mlp
 from polymodal.fusion.base import FUSIONS, Fusion, FusionOutput, zero_missing
+from polymodal.layers import EncoderOutput, mlp
 
 
 @FUSIONS.register("concat")

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from polymodal.encoders.base import EncoderOutput, masked_mean
 from polymodal.fusion.base import FUSIONS, Fusion, FusionOutput, modality_tokens
+from polymodal.layers import EncoderOutput, masked_mean
 
 
 def guarded_attention(attn: nn.MultiheadAttention, q: Tensor, kv: Tensor, real: Tensor) -> Tensor:

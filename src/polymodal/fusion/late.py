@@ -15,8 +15,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from polymodal.encoders.base import EncoderOutput, mlp
 from polymodal.fusion.base import FUSIONS, Fusion, FusionOutput
+from polymodal.layers import EncoderOutput, mlp
 
 
 @FUSIONS.register("late")

@@ -16,8 +16,8 @@ from functools import reduce
 import torch
 from torch import Tensor, nn
 
-from polymodal.encoders.base import EncoderOutput
 from polymodal.fusion.base import FUSIONS, Fusion, FusionOutput, zero_missing
+from polymodal.layers import EncoderOutput
 
 
 def factor(d: int, rank: int, out: int) -> nn.Parameter:

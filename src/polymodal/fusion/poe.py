@@ -16,8 +16,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from polymodal.encoders.base import EncoderOutput, mlp
 from polymodal.fusion.base import FUSIONS, Fusion, FusionOutput, zero_missing
+from polymodal.layers import EncoderOutput, mlp
 
 
 def product_of_experts(mu: Tensor, logvar: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:

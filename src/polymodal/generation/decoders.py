@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polymodal.config import GenerationConfig
-from polymodal.encoders.base import EncoderOutput
 from polymodal.fusion.base import FusionOutput, modality_tokens
 from polymodal.generation.search import State, beam_search, greedy
-from polymodal.generation.vocabulary import PAD_ID
+from polymodal.generation.tokens import PAD_ID
+from polymodal.layers import EncoderOutput
 
 
 class Memory(nn.Module):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from polymodal.generation.vocabulary import BOS_ID, EOS_ID, PAD_ID
+from polymodal.generation.tokens import BOS_ID, EOS_ID, PAD_ID
 
 State = dict[str, Tensor]
 Step = Callable[[Tensor, State], tuple[Tensor, State]]

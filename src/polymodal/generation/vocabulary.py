@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from polymodal.data.missing import is_empty
 from polymodal.errors import RecordError
-from polymodal.processors.base import is_empty
+from polymodal.generation.tokens import BOS_ID, EOS_ID, PAD_ID
 from polymodal.processors.text import PAD, UNK, train_bpe
 
 BOS, EOS = "[BOS]", "[EOS]"
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIALS = [PAD, UNK, BOS, EOS]
 
 

@@ -7,7 +7,7 @@ trainer adds `weight * objective(model, batch, out)` to the task loss.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from itertools import combinations
 from typing import TYPE_CHECKING
 
@@ -17,7 +17,7 @@ from polymodal.registry import Registry
 
 if TYPE_CHECKING:
     from polymodal.data.batch import Batch
-    from polymodal.model import MultimodalModel, Output
+    from polymodal.output import Output
 
 
 class Objective(nn.Module):
@@ -45,7 +45,7 @@ class Objective(nn.Module):
         """A zero loss still attached to this objective's parameters (so backward works on any batch)."""
         return sum(p.sum() for p in self.parameters()) * 0.0  # type: ignore[return-value]
 
-    def forward(self, model: MultimodalModel, batch: Batch, out: Output) -> Tensor:
+    def forward(self, model: Callable[[Batch], Output], batch: Batch, out: Output) -> Tensor:
         raise NotImplementedError  # pragma: no cover
 
     def after_step(self) -> None:

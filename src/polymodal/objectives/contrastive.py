@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import torch
@@ -15,7 +15,7 @@ from polymodal.objectives.base import OBJECTIVES, Objective
 
 if TYPE_CHECKING:
     from polymodal.data.batch import Batch
-    from polymodal.model import MultimodalModel, Output
+    from polymodal.output import Output
 
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -61,7 +61,7 @@ class Contrastive(Objective):
         """L2-normalised (B, E) embedding for each modality in `features` (pooled (B, D_m) encoder features)."""
         return {m: F.normalize(self.proj[m](x), dim=1) for m, x in features.items()}
 
-    def forward(self, model: MultimodalModel, batch: Batch, out: Output) -> Tensor:
+    def forward(self, model: Callable[[Batch], Output], batch: Batch, out: Output) -> Tensor:
         z = self.embed(out.features)
         losses = []
         for a, b in self.pairs():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import torch
@@ -12,7 +12,7 @@ from polymodal.objectives.base import OBJECTIVES, Objective
 
 if TYPE_CHECKING:
     from polymodal.data.batch import Batch
-    from polymodal.model import MultimodalModel, Output
+    from polymodal.output import Output
 
 
 @OBJECTIVES.register("dcca")
@@ -34,7 +34,7 @@ class DCCA(Objective):
         self.proj = nn.ModuleDict({m: nn.Linear(d, k) for m, d in in_dims.items()})
         self.ridge = ridge
 
-    def forward(self, model: MultimodalModel, batch: Batch, out: Output) -> Tensor:
+    def forward(self, model: Callable[[Batch], Output], batch: Batch, out: Output) -> Tensor:
         h = {m: self.proj[m](x) for m, x in out.features.items()}  # each (B, k)
         losses = []
         for a, b in self.pairs():

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -10,11 +11,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polymodal.data.batch import Batch
-from polymodal.encoders.base import mlp
+from polymodal.layers import mlp
 from polymodal.objectives.base import OBJECTIVES, Objective
 
 if TYPE_CHECKING:
-    from polymodal.model import MultimodalModel, Output
+    from polymodal.output import Output
 
 
 @OBJECTIVES.register("reconstruction")
@@ -43,9 +44,9 @@ class Reconstruction(Objective):
         self.decoders = nn.ModuleDict({m: mlp(fused_dim, hidden, d, layers, dropout=0.0) for m, d in in_dims.items()})
         self.drop_prob = drop_prob
 
-    def forward(self, model: MultimodalModel, batch: Batch, out: Output) -> Tensor:
+    def forward(self, model: Callable[[Batch], Output], batch: Batch, out: Output) -> Tensor:
         present = drop_one(batch.present, self.drop_prob)
-        fused = model(Batch(batch.inputs, present, batch.target, batch.index)).fused  # (B, D_fused)
+        fused = model(replace(batch, present=present)).fused  # (B, D_fused)
         total, count = self.zero(), 0
         for m, decoder in self.decoders.items():
             keep = batch.present[m]  # (B,)

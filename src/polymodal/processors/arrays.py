@@ -12,7 +12,7 @@ from torch import Tensor
 
 from polymodal.config import SequenceSpec, VectorSpec
 from polymodal.errors import RecordError
-from polymodal.processors.base import FLOAT32_MAX, Arrays, Processor, mean_std, resolve_file, stats_tensor
+from polymodal.processors.base import FLOAT32_MAX, Arrays, Processor, mean_std, resolve_file
 
 
 def read_array(value: Any, root: Path, allow_outside: bool = False) -> np.ndarray:
@@ -107,7 +107,7 @@ class VectorProcessor(_FeatureArrays):
 
     def to_model(self, inputs: dict[str, Tensor], train: bool) -> dict[str, Tensor]:
         x = inputs["values"]
-        return {"values": (x - stats_tensor(self.mean, x)) / stats_tensor(self.std, x)}
+        return {"values": (x - self.stats("mean", x)) / self.stats("std", x)}
 
 
 class SequenceProcessor(_FeatureArrays):
@@ -139,5 +139,5 @@ class SequenceProcessor(_FeatureArrays):
 
     def to_model(self, inputs: dict[str, Tensor], train: bool) -> dict[str, Tensor]:
         x = inputs["values"]  # (B, T, F)
-        z = (x - stats_tensor(self.mean, x)) / stats_tensor(self.std, x)
+        z = (x - self.stats("mean", x)) / self.stats("std", x)
         return {"values": z * inputs["mask"][..., None], "mask": inputs["mask"]}

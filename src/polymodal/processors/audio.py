@@ -10,12 +10,11 @@ from typing import Any, NamedTuple
 import numpy as np
 import soundfile as sf
 import torch
-from scipy.signal import resample_poly
 from torch import Tensor
 
 from polymodal.config import AudioSpec
 from polymodal.errors import RecordError
-from polymodal.processors.base import Arrays, Processor, file_source, mean_std, stats_tensor
+from polymodal.processors.base import Arrays, Processor, file_source, mean_std
 
 
 class Waveform(NamedTuple):
@@ -77,8 +76,8 @@ class AudioProcessor(Processor):
         return {"n_mels": self.spec.n_mels}
 
     def to_model(self, inputs: dict[str, Tensor], train: bool) -> dict[str, Tensor]:
-        mean = stats_tensor(self.mean, inputs["mel"])
-        std = stats_tensor(self.std, inputs["mel"])
+        mean = self.stats("mean", inputs["mel"])
+        std = self.stats("std", inputs["mel"])
         mel = (inputs["mel"] - mean) / std * inputs["mask"][..., None]  # (B, T, M), padding stays 0
         return {"mel": mel, "mask": inputs["mask"]}
 
@@ -94,6 +93,8 @@ def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
     if rate == target:
         return wave.astype(np.float32)
     g = gcd(rate, target)
+    from scipy.signal import resample_poly  # on use: scipy.signal takes about as long to import as torch
+
     return resample_poly(wave, target // g, rate // g).astype(np.float32)
 
 

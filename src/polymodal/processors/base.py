@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,23 +12,12 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from polymodal.data.missing import is_empty  # noqa: F401  (processors use it from here)
+from polymodal.data.paths import is_inside
 from polymodal.errors import RecordError
 
 Arrays = dict[str, np.ndarray]
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # numbers beyond it become inf in the model's float32 tensors
-
-
-def is_empty(value: Any) -> bool:
-    """True for the values that mean 'this modality is missing for this record'."""
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    if isinstance(value, str) and not value.strip():
-        return True
-    if isinstance(value, (list, tuple, np.ndarray, bytes, bytearray)) and len(value) == 0:
-        return True
-    return False
 
 
 OUTSIDE_ROOT_SETTING = "data.allow_outside_root: true"
@@ -51,15 +38,6 @@ def resolve_file(value: Any, root: Path, allow_outside: bool = False) -> Path:
     if not path.is_file():
         raise RecordError(f"file {str(path)!r} does not exist")
     return path
-
-
-def is_inside(path: Path, root: Path) -> bool:
-    """True if `path` stays under `root`, first as written, then with every symlink followed."""
-    base, lexical = os.path.abspath(root), os.path.abspath(path)
-    if os.path.commonpath([base, lexical]) != base:
-        return False
-    real_base = os.path.realpath(base)
-    return os.path.commonpath([real_base, os.path.realpath(lexical)]) == real_base
 
 
 def file_source(value: Any, root: Path, allow_outside: bool = False) -> tuple[Path | io.BytesIO, str]:
@@ -141,18 +119,15 @@ class Processor(ABC):
     def is_missing(self, value: Any) -> bool:
         return is_empty(value)
 
-
-def stats_tensor(values: list[float], like: Tensor) -> Tensor:
-    """A small statistics vector on `like`'s device, cached per (values, device) to avoid per-batch copies."""
-    key = (id(values), like.device)
-    cached = _STATS_CACHE.get(key)
-    if cached is None or cached[0] is not values:
-        cached = (values, torch.tensor(values, dtype=torch.float32, device=like.device))
-        _STATS_CACHE[key] = cached
-    return cached[1]
-
-
-_STATS_CACHE: dict[tuple[int, torch.device], tuple[list[float], Tensor]] = {}
+    def stats(self, name: str, like: Tensor) -> Tensor:
+        """The fitted statistics list `name` ("mean", "std") as a float32 tensor on `like`'s device, kept by this
+        processor (and freed with it) so that batches do not copy it again; refreshed when the list is replaced."""
+        values = getattr(self, name)
+        kept = self.__dict__.setdefault("_device_stats", {})
+        hit = kept.get((name, like.device))
+        if hit is None or hit[0] is not values:
+            hit = kept[(name, like.device)] = (values, torch.tensor(values, dtype=torch.float32, device=like.device))
+        return hit[1]
 
 
 def mean_std(stacked: np.ndarray, axis: tuple[int, ...]) -> tuple[list[float], list[float]]:

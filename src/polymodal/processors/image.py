@@ -13,7 +13,7 @@ from torch import Tensor
 
 from polymodal.config import ImageSpec
 from polymodal.errors import RecordError
-from polymodal.processors.base import Arrays, Processor, file_source, mean_std, stats_tensor
+from polymodal.processors.base import Arrays, Processor, file_source, mean_std
 
 
 class ImageProcessor(Processor):
@@ -61,8 +61,8 @@ class ImageProcessor(Processor):
         if train and self.spec.augment:
             x = random_shift(x, max_shift=max(1, self.spec.size // 14))
             x = x * torch.empty(x.shape[0], 1, 1, 1, device=x.device).uniform_(0.8, 1.2)
-        mean = stats_tensor(self.mean, x).view(1, -1, 1, 1)
-        std = stats_tensor(self.std, x).view(1, -1, 1, 1)
+        mean = self.stats("mean", x).view(1, -1, 1, 1)
+        std = self.stats("std", x).view(1, -1, 1, 1)
         return {"pixels": (x - mean) / std}
 
     def state(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from polymodal.config import TabularSpec
 from polymodal.errors import RecordError
-from polymodal.processors.base import FLOAT32_MAX, Arrays, Processor, is_empty, stats_tensor
+from polymodal.processors.base import FLOAT32_MAX, Arrays, Processor, is_empty
 
 
 class TabularProcessor(Processor):
@@ -81,8 +81,8 @@ class TabularProcessor(Processor):
     def to_model(self, inputs: dict[str, Tensor], train: bool) -> dict[str, Tensor]:
         x = inputs["numeric"]  # (B, K)
         missing = torch.isnan(x)
-        mean = stats_tensor(self.mean, x)
-        std = stats_tensor(self.std, x)
+        mean = self.stats("mean", x)
+        std = self.stats("std", x)
         z = torch.where(missing, torch.zeros_like(x), (x - mean) / std)
         return {"numeric": torch.cat([z, missing.float()], dim=1), "categorical": inputs["categorical"]}  # (B, 2K)
 

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from polymodal.config import VideoSpec
 from polymodal.errors import RecordError
-from polymodal.processors.base import Arrays, Processor, file_source, stats_tensor
+from polymodal.processors.base import Arrays, Processor, file_source
 from polymodal.processors.image import random_shift
 
 Source = Path | io.BytesIO
@@ -84,8 +84,8 @@ class VideoProcessor(Processor):
         x = frames.float() / 255.0  # (B, T, C, H, W)
         if train and self.spec.augment:
             x = augment_clips(x, max_shift=max(1, self.spec.size // 14))
-        mean = stats_tensor(self.mean, x).view(1, 1, -1, 1, 1)
-        std = stats_tensor(self.std, x).view(1, 1, -1, 1, 1)
+        mean = self.stats("mean", x).view(1, 1, -1, 1, 1)
+        std = self.stats("std", x).view(1, 1, -1, 1, 1)
         x = (x - mean) / std * mask[:, :, None, None, None]  # padding frames stay 0
         return {"frames": x, "mask": mask}
 

@@ -27,8 +27,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from polymodal.data.dataset import Decoded, MultimodalDataset, to_model_inputs
-from polymodal.model import Output
-from polymodal.run import Run, load_run
+from polymodal.output import Output
+from polymodal.rundir import Run, load_run
 from polymodal.serve.backends import build_backend
 from polymodal.serve.batching import MicroBatcher, QueueFull
 from polymodal.serve.guard import finite_results, safe_text

@@ -12,8 +12,8 @@ from typing import Protocol
 import torch
 
 from polymodal.data.batch import Batch
-from polymodal.model import Output
-from polymodal.run import Run
+from polymodal.output import Output
+from polymodal.rundir import Run
 
 BACKENDS = ("torch", "onnx")
 

@@ -21,7 +21,7 @@ ENV = "POLYMODAL_SERVE_WORKER"
 def prepare_workers(run_dir: str | Path, settings: ServeSettings) -> None:
     """Hand the run and settings to the worker processes; an ONNX export is written once, here, if needed."""
     if settings.backend == "onnx":
-        from polymodal.run import load_run
+        from polymodal.rundir import load_run
         from polymodal.serve.backends import OnnxBackend
 
         OnnxBackend(load_run(run_dir))

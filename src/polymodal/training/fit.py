@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
-from polymodal.config import Config, SplitConfig
+from polymodal.config import Config
 from polymodal.data.checks import split_notes
 from polymodal.data.dataset import (
     Decoded,
@@ -30,13 +30,15 @@ from polymodal.data.dataset import (
     raise_on_fatal,
     warn_unseen,
 )
-from polymodal.data.sources import SPLITS, Table, load_splits, split_frame
+from polymodal.data.sources import load_splits
+from polymodal.data.splits import SPLITS, ensure_val, label_field
 from polymodal.data.streaming import StreamingDataset
 from polymodal.evaluation.inference import predict_outputs
+from polymodal.factory import build_model
 from polymodal.features.cache import feature_device, use_feature_cache
-from polymodal.model import MultimodalModel, build_model, count_parameters
+from polymodal.model import MultimodalModel, count_parameters
 from polymodal.processors import Processor
-from polymodal.run import (
+from polymodal.rundir import (
     METRICS,
     finish_run,
     init_processors,
@@ -89,7 +91,7 @@ def prepare(config: Config) -> Prepared:
     """
     if config.data.streaming:
         return prepare_streaming(config)
-    tables = ensure_val(load_splits(config.data, _label_field(config)), config)
+    tables = ensure_val(load_splits(config.data, label_field(config)), config)
     processors, task = build_pipeline(config)
     init_from = config.training.init_from
     if init_from is None:
@@ -122,24 +124,6 @@ def prepare_streaming(config: Config) -> Prepared:
     ragged = {m: p.ragged for m, p in processors.items()}
     datasets = {s: MultimodalDataset(d, ragged) for s, d in data.decoded.items()}
     return Prepared(processors, task, datasets, data.skipped, stream=data.train)
-
-
-def _label_field(config: Config) -> str | None:
-    f = config.target.field
-    return f if isinstance(f, str) and config.target.task in ("binary", "multiclass") else None
-
-
-def ensure_val(tables: dict[str, Table], config: Config) -> dict[str, Table]:
-    """Carve a validation split (15%, seeded, stratified) out of train when none is given."""
-    if "train" not in tables or len(tables["train"]) == 0:
-        raise ValueError("the data has no training records (an empty table, a header only, or a split column "
-                         "without 'train'); add records or point data.source / data.train at the right file")
-    if "val" in tables:
-        return tables
-    train = tables["train"]
-    parts = split_frame(train.frame, SplitConfig(ratios=(0.85, 0.15, 0.0), seed=config.data.split.seed),
-                        _label_field(config))
-    return {**tables, **{s: Table(parts[s], train.root, s) for s in ("train", "val")}}
 
 
 def make_trainer(config: Config, run_dir: Path, monitor: str, mode: str,

@@ -67,7 +67,9 @@ from torch import Tensor, nn
 
 from polymodal.config import ImbalanceConfig
 from polymodal.data.batch import Batch
-from polymodal.model import MultimodalModel, Output
+from polymodal.layers import EncoderOutput
+from polymodal.model import MultimodalModel
+from polymodal.output import Output
 from polymodal.tasks import Binary, Multiclass, Task
 from polymodal.training.ogm import fused_unimodal_logits, in_window, ogm_coefficient, pooled_trial
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytorch_lightning as pl
@@ -14,7 +15,8 @@ from torch import Tensor, nn
 from polymodal.config import EncoderTraining, TrainingConfig
 from polymodal.data.batch import Batch
 from polymodal.data.dataset import to_model_inputs
-from polymodal.model import MultimodalModel, Output
+from polymodal.model import MultimodalModel
+from polymodal.output import Output
 from polymodal.processors import Processor
 from polymodal.tasks import Task
 from polymodal.training.imbalance import Imbalance
@@ -203,7 +205,7 @@ def modality_dropout(batch: Batch, rates: float | Mapping[str, float]) -> Batch:
         scores = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0)
         rescue = torch.zeros_like(kept).scatter_(1, scores.argmax(1, keepdim=True), True)
         kept = torch.where(lost_all[:, None], rescue, kept)
-    return Batch(batch.inputs, {m: kept[:, i] for i, m in enumerate(rate)}, batch.target, batch.index)
+    return replace(batch, present={m: kept[:, i] for i, m in enumerate(rate)})
 
 
 def frozen_at(encoder_training: Mapping[str, EncoderTraining], epoch: int) -> set[str]:

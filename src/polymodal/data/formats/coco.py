@@ -24,15 +24,14 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from polymodal.config import CocoConfig, DataConfig
-from polymodal.processors.base import is_inside
-
-if TYPE_CHECKING:
-    from polymodal.data.sources import Table
+from polymodal.data.formats.base import FORMATS, split_tables
+from polymodal.data.splits import Table
+from polymodal.data.paths import is_inside
 
 COLUMNS = ["image_id", "image", "width", "height", "caption", "captions", "tags"]
 
@@ -165,17 +164,14 @@ def _check_files(frame: pd.DataFrame, path: Path, folder: Path) -> None:
                                     "check_files: false to treat unreadable images by the modality's on_error")
 
 
+@FORMATS.register("coco")
 def load_coco_splits(data: DataConfig, label_field: str | None) -> dict[str, Table]:
     """The split tables of a `format: coco` config: one JSON per split, or one split by `data.split`."""
-    from polymodal.data.sources import SPLITS, Table, split_frame
+    def read(path: Path, split: str | None) -> pd.DataFrame:
+        return read_coco(path, data.coco if split is None else for_split(data.coco, split))
 
-    if data.train is not None:
-        paths = {s: Path(getattr(data, s)) for s in SPLITS if getattr(data, s) is not None}
-        return {s: Table(read_coco(p, for_split(data.coco, s)), images_root(p, for_split(data.coco, s)), s)
-                for s, p in paths.items()}
-    path = Path(data.source)  # type: ignore[arg-type]
-    parts = split_frame(read_coco(path, data.coco), data.split, label_field)
-    return {s: Table(part, images_root(path, data.coco), s) for s, part in parts.items()}
+    return split_tables(data, label_field, read, lambda path, split: images_root(
+        path, data.coco if split is None else for_split(data.coco, split)))
 
 
 def for_split(options: CocoConfig | None, split: str) -> CocoConfig | None:

@@ -33,15 +33,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from polymodal.config import DataConfig, MosiConfig
-
-if TYPE_CHECKING:
-    from polymodal.data.sources import Table
+from polymodal.data.formats.base import FORMATS, split_tables
+from polymodal.data.splits import Table
 
 NPZ_FEATURES = {"text": "text", "audio": "audio", "vision": "vision"}
 
@@ -224,14 +223,9 @@ def read_mosi(path: str | Path, fmt: str, options: MosiConfig | None) -> pd.Data
     return read_mosi_h5(path, options) if fmt == "mosi_h5" else read_mosi_npz(path, options)
 
 
+@FORMATS.register("mosi_h5")
+@FORMATS.register("mosi_npz")
 def load_mosi_splits(data: DataConfig, label_field: str | None) -> dict[str, Table]:
     """The split tables of a `format: mosi_h5 | mosi_npz` config: one file (folder) per split, or one split by
     `data.split`."""
-    from polymodal.data.sources import SPLITS, Table, split_frame, table_root
-
-    if data.train is not None:
-        paths = {s: Path(getattr(data, s)) for s in SPLITS if getattr(data, s) is not None}
-        return {s: Table(read_mosi(p, data.format, data.mosi), table_root(p), s) for s, p in paths.items()}
-    path = Path(data.source)  # type: ignore[arg-type]
-    parts = split_frame(read_mosi(path, data.format, data.mosi), data.split, label_field)
-    return {s: Table(part, table_root(path), s) for s, part in parts.items()}
+    return split_tables(data, label_field, lambda path, split: read_mosi(path, data.format, data.mosi))

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from polymodal.config import Multi30kConfig
-from polymodal.data.sources import Table
+from polymodal.config import DataConfig, Multi30kConfig
+from polymodal.data.formats.base import FORMATS
+from polymodal.data.splits import Table
 
 
 class Multi30kError(ValueError):
@@ -87,3 +88,9 @@ def load_multi30k(folder: str | Path, options: Multi30kConfig | None = None) -> 
         raise Multi30kError(f"data.source {str(folder)!r} is not a folder; format multi30k reads a corpus folder")
     return {split: Table(read_split(folder, stem, options), folder / options.images, split)
             for split, stem in options.splits.items()}
+
+
+@FORMATS.register("multi30k")
+def load_multi30k_splits(data: DataConfig, label_field: str | None) -> dict[str, Table]:
+    """The split tables of a `format: multi30k` config (a corpus folder in `data.source`; no label to stratify)."""
+    return load_multi30k(data.source, data.multi30k)  # type: ignore[arg-type]

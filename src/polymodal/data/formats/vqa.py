@@ -29,15 +29,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from polymodal.config import DataConfig, VqaConfig
-from polymodal.processors.base import is_inside
-
-if TYPE_CHECKING:
-    from polymodal.data.sources import Table
+from polymodal.data.formats.base import FORMATS, split_tables
+from polymodal.data.splits import Table
+from polymodal.data.paths import is_inside
 
 COLUMNS = ["question_id", "image_id", "image", "question", "answers", "answer", "answer_type", "question_type"]
 
@@ -162,13 +161,7 @@ def _check_files(frame: pd.DataFrame, path: Path) -> None:
                                     "check_files: false to treat unreadable images by the modality's on_error")
 
 
+@FORMATS.register("vqa")
 def load_vqa_splits(data: DataConfig, label_field: str | None) -> dict[str, Table]:
     """The split tables of a `format: vqa` config: one questions file per split, or one split by `data.split`."""
-    from polymodal.data.sources import SPLITS, Table, split_frame
-
-    if data.train is not None:
-        paths = {s: Path(getattr(data, s)) for s in SPLITS if getattr(data, s) is not None}
-        return {s: Table(read_vqa(p, data.vqa, s), p.parent, s) for s, p in paths.items()}
-    path = Path(data.source)  # type: ignore[arg-type]
-    parts = split_frame(read_vqa(path, data.vqa), data.split, label_field)
-    return {s: Table(part, path.parent, s) for s, part in parts.items()}
+    return split_tables(data, label_field, lambda path, split: read_vqa(path, data.vqa, split or "train"))

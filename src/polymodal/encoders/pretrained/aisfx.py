@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polymodal.encoders.base import ENCODERS, Encoder, EncoderOutput, masked_mean
+from polymodal.encoders.base import ENCODERS, Encoder
 from polymodal.encoders.pretrained.weights import AISFX, load_into, resolve, unavailable
+from polymodal.layers import EncoderOutput, masked_mean
 
 SAMPLE_RATE = 44100
 N_FFT, HOP = 2048, 1024

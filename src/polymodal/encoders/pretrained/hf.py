@@ -14,8 +14,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from polymodal.encoders.base import ENCODERS, Encoder, EncoderOutput, masked_mean
+from polymodal.encoders.base import ENCODERS, Encoder
 from polymodal.encoders.pretrained.weights import MINILM, PACKAGES, resolve, unavailable
+from polymodal.layers import EncoderOutput, masked_mean
 
 Pooling = Literal["mean", "cls", "pooler"]
 

@@ -7,8 +7,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from polymodal.encoders.base import ENCODERS, Encoder, EncoderOutput
+from polymodal.encoders.base import ENCODERS, Encoder
 from polymodal.encoders.pretrained.weights import unavailable
+from polymodal.layers import EncoderOutput
 
 
 def import_timm() -> Any:

@@ -17,7 +17,7 @@ import pandas as pd
 from polymodal.config import Component, Config
 from polymodal.evaluation.contribution import held_out_dataset
 from polymodal.evaluation.inference import predict_outputs
-from polymodal.run import load_run
+from polymodal.rundir import load_run
 from polymodal.training.fit import train
 
 

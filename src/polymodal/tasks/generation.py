@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from polymodal.config import TargetConfig
-from polymodal.generation.vocabulary import PAD_ID, TargetVocabulary
-from polymodal.tasks import TASKS, Task
+from polymodal.generation.tokens import PAD_ID
+from polymodal.tasks.base import TASKS, Task
 
 if TYPE_CHECKING:
-    from polymodal.model import Output
+    from polymodal.output import Output
 
 
 @TASKS.register("generation")
@@ -34,6 +34,8 @@ class Generation(Task):
     def __init__(self, target: TargetConfig) -> None:
         super().__init__(target)
         options = target.generation_options
+        from polymodal.generation.vocabulary import TargetVocabulary  # tokenizers: on use
+
         self.vocabulary = TargetVocabulary(options.vocab_size, options.max_length, options.lowercase)
         self.label_smoothing = options.label_smoothing
 

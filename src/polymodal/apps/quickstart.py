@@ -7,8 +7,9 @@ from typing import Any
 
 import pandas as pd
 
-from polymodal.config import Config, parse_config
+from polymodal.config import Config
 from polymodal.datasets import DATASETS
+from polymodal.factory import parse_config
 from polymodal.predictor import Predictor
 from polymodal.training.fit import train
 

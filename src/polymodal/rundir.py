@@ -19,10 +19,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from polymodal.config import Component, Config, ConfigError, dump_config, load_config
+from polymodal.config import Component, Config, ConfigError, dump_config
 from polymodal.data.dataset import build_pipeline
 from polymodal.ensemble.rundir import ENSEMBLE, load_ensemble
-from polymodal.model import MultimodalModel, build_model
+from polymodal.factory import build_model, load_config
+from polymodal.model import MultimodalModel
 from polymodal.processors import Processor
 from polymodal.tasks import Task
 

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pytorch_lightning as pl
 
-from polymodal.config import Config, ConfigError, SearchParam, dump_config, parse_config
+from polymodal.config import Config, ConfigError, SearchParam, dump_config
+from polymodal.factory import parse_config
 from polymodal.tasks import build_task
 
 if TYPE_CHECKING:

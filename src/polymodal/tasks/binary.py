@@ -1,0 +1,62 @@
+"""Task binary: two classes, one logit."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from polymodal.errors import RecordError
+from polymodal.tasks.base import TASKS, SingleLabel
+
+if TYPE_CHECKING:
+    pass
+
+@TASKS.register("binary")
+class Binary(SingleLabel):
+    """Two classes, one logit: the probability of the second class in sorted order."""
+
+    name = "binary"
+    monitor = "accuracy"
+
+    def fit(self, values: list[Any]) -> None:
+        super().fit(values)
+        if len(self.classes) != 2:
+            raise RecordError(f"binary target {self.target.field!r} has {len(self.classes)} classes in the "
+                              f"training split ({', '.join(self.classes[:10])}); use task: multiclass")
+
+    @property
+    def num_outputs(self) -> int:
+        return 1
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], target.float())
+
+    def class_index(self, logits: Tensor) -> Tensor:
+        return (logits[:, 0] > 0).long()
+
+    def proba(self, logits: Tensor) -> dict[str, np.ndarray]:
+        p = torch.sigmoid(logits[:, 0].float()).cpu().numpy()
+        return {self.classes[0]: 1.0 - p, self.classes[1]: p}
+
+    def metrics(self, logits: Tensor, target: Tensor,
+                embeddings: Mapping[str, Tensor] | None = None) -> dict[str, float]:
+        import torchmetrics.functional as M  # on use: it imports much of the ML stack
+
+        p = torch.sigmoid(logits[:, 0].float())
+        return {
+            "accuracy": M.accuracy(p, target, task="binary").item(),
+            "macro_f1": M.f1_score(torch.stack([1 - p, p], 1), target, task="multiclass", num_classes=2,
+                                   average="macro").item(),
+            "auroc": M.auroc(p, target, task="binary").item(),
+        }
+
+    def confusion(self, logits: Tensor, target: Tensor) -> np.ndarray:
+        import torchmetrics.functional as M  # on use: it imports much of the ML stack
+
+        return M.confusion_matrix(torch.sigmoid(logits[:, 0].float()), target, task="binary").cpu().numpy()
+

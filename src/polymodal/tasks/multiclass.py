@@ -1,0 +1,51 @@
+"""Task multiclass: one class per record, softmax cross-entropy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch.nn.functional as F
+from torch import Tensor
+
+from polymodal.tasks.base import TASKS, SingleLabel
+
+if TYPE_CHECKING:
+    pass
+
+@TASKS.register("multiclass")
+class Multiclass(SingleLabel):
+    name = "multiclass"
+    monitor = "accuracy"
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.classes)
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(logits, target)
+
+    def class_index(self, logits: Tensor) -> Tensor:
+        return logits.argmax(dim=1)
+
+    def proba(self, logits: Tensor) -> dict[str, np.ndarray]:
+        p = logits.float().softmax(dim=1).cpu().numpy()
+        return {c: p[:, i] for i, c in enumerate(self.classes)}
+
+    def metrics(self, logits: Tensor, target: Tensor,
+                embeddings: Mapping[str, Tensor] | None = None) -> dict[str, float]:
+        import torchmetrics.functional as M  # on use: it imports much of the ML stack
+
+        k = self.num_outputs
+        return {
+            "accuracy": M.accuracy(logits, target, task="multiclass", num_classes=k).item(),
+            "macro_f1": M.f1_score(logits, target, task="multiclass", num_classes=k, average="macro").item(),
+            "auroc": M.auroc(logits.float().softmax(1), target, task="multiclass", num_classes=k).item(),
+        }
+
+    def confusion(self, logits: Tensor, target: Tensor) -> np.ndarray:
+        import torchmetrics.functional as M  # on use: it imports much of the ML stack
+
+        return M.confusion_matrix(logits, target, task="multiclass", num_classes=self.num_outputs).cpu().numpy()
+
