@@ -29,6 +29,8 @@ class Output:
         fused: (B, D_fused) joint representation.
         features: per modality, pooled encoder features (B, D_m).
         modality_logits: per modality (B, K) predictions, for fusions that keep per-modality branches.
+        uncertainty: per modality (B,) the fusion's own uncertainty about that input (tmc, qmf; None for
+            fusions without one), NaN where the modality is missing.
         aux_losses: auxiliary training losses by name (from the fusion), added to the task loss.
         embeddings: per modality, (B, E) L2-normalised embeddings in the shared space of the contrastive
             objective (None without one); rows of records missing that modality are NaN.
@@ -40,6 +42,7 @@ class Output:
     fused: Tensor
     features: dict[str, Tensor]
     modality_logits: dict[str, Tensor] | None = None
+    uncertainty: dict[str, Tensor] | None = None
     aux_losses: dict[str, Tensor] = field(default_factory=dict)
     embeddings: dict[str, Tensor] | None = None
     sequences: Tensor | None = None
@@ -108,12 +111,18 @@ class MultimodalModel(nn.Module):
             logits, sequences = self.head(fused, encoded, present, batch.target)
             return Output(logits=logits, fused=fused.fused, features=features, aux_losses=fused.aux_losses,
                           embeddings=self.embeddings(features, batch.present), sequences=sequences)
+        modality_logits = None if per is None else {m: self.head(h) for m, h in per.items()}
+        decision = self.fusion.decide(self.head(fused.fused), modality_logits, present)
+        aux = dict(fused.aux_losses)
+        if self.training and batch.target is not None:
+            aux.update(self.fusion.target_losses(decision, modality_logits, present, batch.target, batch.index))
         return Output(
-            logits=self.head(fused.fused),
+            logits=decision.logits,
             fused=fused.fused,
             features=features,
-            modality_logits=None if per is None else {m: self.head(h) for m, h in per.items()},
-            aux_losses=fused.aux_losses,
+            modality_logits=modality_logits,
+            uncertainty=decision.uncertainty,
+            aux_losses=aux,
             embeddings=self.embeddings(features, batch.present),
         )
 

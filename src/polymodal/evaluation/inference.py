@@ -52,13 +52,15 @@ def predict_embeddings(model: MultimodalModel, processors: Mapping[str, Processo
 
 
 def concat_outputs(outs: list[Output]) -> Output:
-    per, emb = outs[0].modality_logits, outs[0].embeddings
+    per, emb, unc = outs[0].modality_logits, outs[0].embeddings, outs[0].uncertainty
     return Output(
         logits=torch.cat([o.logits for o in outs]),
         fused=torch.cat([o.fused for o in outs]),
         features={m: torch.cat([o.features[m] for o in outs]) for m in outs[0].features},
         modality_logits=None if per is None else {m: torch.cat([o.modality_logits[m] for o in outs])  # type: ignore[index]
                                                   for m in per},
+        uncertainty=None if unc is None else {m: torch.cat([o.uncertainty[m] for o in outs])  # type: ignore[index]
+                                              for m in unc},
         embeddings=None if emb is None else {m: torch.cat([o.embeddings[m] for o in outs])  # type: ignore[index]
                                              for m in emb},
         sequences=None if outs[0].sequences is None else torch.cat([o.sequences for o in outs]),  # type: ignore[misc]
