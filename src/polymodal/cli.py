@@ -70,8 +70,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from polymodal.predictor import Predictor
 
     predictor = Predictor.load(args.run_dir)
-    predictions = predictor.predict(args.data)
-    frame = pd.DataFrame({"prediction": predictions})
+    result = predictor.predict(args.data, with_reliability=predictor.has_reliability)
+    frame = result if isinstance(result, pd.DataFrame) else pd.DataFrame({"prediction": result})
     if predictor.classes:
         proba = predictor.predict_proba(args.data)
         frame = pd.concat([frame, proba.add_prefix("p_")], axis=1)

@@ -58,9 +58,28 @@ class Predictor:
         out, _ = predict_outputs(self.run.model, self.run.processors, dataset, self.batch_size, drop)
         return out
 
-    def predict(self, records: Records, root: str | Path | None = None) -> np.ndarray:
-        """One prediction per record, in the data's label space (class names or values)."""
-        return np.asarray(self.run.task.predict(self.run.task.scores(self.outputs(records, root))), dtype=object)
+    def predict(self, records: Records, root: str | Path | None = None,
+                with_reliability: bool = False) -> np.ndarray | pd.DataFrame:
+        """One prediction per record, in the data's label space (class names or values).
+
+        With `with_reliability`, a DataFrame: `prediction` plus, per modality m, `reliability_m` (1 = as typical
+        as the validation data, 0 = further out than all of it), `ood_m`, `distance_m` and, for fusions with
+        their own uncertainty, `uncertainty_m` (see `evaluation.reliability`).
+        """
+        dataset = self._dataset(records, root, with_target=False)
+        out, _ = predict_outputs(self.run.model, self.run.processors, dataset, self.batch_size)
+        predictions = np.asarray(self.run.task.predict(self.run.task.scores(out)), dtype=object)
+        if not with_reliability:
+            return predictions
+        from polymodal.evaluation.reliability import with_reliability as reliability_frame
+
+        return reliability_frame(self.run.path, predictions, out, dataset.present)
+
+    @property
+    def has_reliability(self) -> bool:
+        from polymodal.evaluation.reliability import RELIABILITY
+
+        return (self.run.path / RELIABILITY).is_file()
 
     def predict_proba(self, records: Records, root: str | Path | None = None) -> pd.DataFrame:
         """Class probabilities, one column per class (classification tasks only)."""

@@ -26,6 +26,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from polymodal.data.dataset import Decoded, MultimodalDataset, to_model_inputs
+from polymodal.evaluation.reliability import load_reliability, reliability_records
 from polymodal.model import Output
 from polymodal.run import Run, load_run
 from polymodal.serve.batching import MicroBatcher, QueueFull
@@ -69,6 +70,7 @@ class Service:
         self.fields = input_fields(run.config, run.processors)
         self.ragged = {m: p.ragged for m, p in run.processors.items()}
         self.classes: list[str] = list(getattr(run.task, "classes", []))
+        self.reliability = load_reliability(run.path, required=False)
 
     @property
     def predicts(self) -> bool:
@@ -80,8 +82,12 @@ class Service:
 
     def infer(self, works: Sequence[Work]) -> list[list[dict[str, Any]]]:
         """Per request, per record: prediction, probabilities, fused embedding (and contributions if asked)."""
-        out = self.forward(MultimodalDataset(merge([w.decoded for w in works]), self.ragged))
+        dataset = MultimodalDataset(merge([w.decoded for w in works]), self.ragged)
+        out = self.forward(dataset)
         records: list[dict[str, Any]] = [{"embedding": row} for row in out.fused.cpu().numpy().tolist()]
+        if self.reliability:  # per modality: reliability, ood, distance (+ the fusion's own uncertainty)
+            for record, rel in zip(records, reliability_records(self.reliability, out, dataset.present)):
+                record["reliability"] = rel
         if self.predicts:
             proba = {c: np.asarray(p, dtype=np.float64) for c, p in self.run.task.proba(out.logits).items()}
             for i, pred in enumerate(self.run.task.predict(self.run.task.scores(out))):

@@ -33,6 +33,7 @@ from polymodal.data.dataset import (
 from polymodal.data.sources import SPLITS, Table, load_splits, split_frame
 from polymodal.data.streaming import StreamingDataset
 from polymodal.evaluation.inference import predict_outputs
+from polymodal.evaluation.reliability import calibrate_run
 from polymodal.features.cache import feature_device, use_feature_cache
 from polymodal.model import MultimodalModel, build_model, count_parameters
 from polymodal.processors import Processor
@@ -183,6 +184,7 @@ def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback]
     load_best(module, trainer)
     save_weights(run_dir, model)
     metrics = evaluate_splits(model, prep)
+    calibrate_run(run_dir, model, prep.processors, prep.datasets["val"], config.target.task)  # reliability.json
     write_json(run_dir / METRICS, {"params": count_parameters(model), "train_seconds": seconds,
                                    "epochs": trainer.current_epoch, "skipped": prep.skipped, **metrics})
     from polymodal.evaluation.report import write_report
