@@ -120,3 +120,16 @@ def test_shifted_modality_scores_auroc_and_unaffected(run_dir: Path, data_dir: P
     far = rows[rows["shift"] == "far emb"].iloc[0]
     assert far.auroc == 1.0 and far.unaffected_model == "run without emb"
     assert rows.auroc.between(0, 1).all() and rows.score.between(0, 1).all()
+
+
+def test_robustness_command_writes_the_shifted_section(run_dir: Path, data_dir: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    held = tmp_path / "far.parquet"
+    shifted_emb(data_dir, 30).to_parquet(held)
+    (tmp_path / "img").symlink_to(data_dir / "img")  # the held-out table's files, relative to its folder
+    assert main(["robustness", str(run_dir), "--held-out", f"{held}:emb"]) == 0
+    rows = pd.read_csv(run_dir / "shifted_modality.csv")
+    assert {"far"} < set(rows["shift"]) and rows[rows["shift"] == "far"].auroc.iloc[0] == 1.0
+    assert "## Shifted modality" in (run_dir / "report.md").read_text()
+    assert main(["robustness", str(run_dir), "--held-out", f"{held}:sound"]) == 2
+    assert "'sound' is not a modality of this run; it has photo, emb" in capsys.readouterr().err

@@ -25,8 +25,8 @@ from polymodal.data.sources import Table, read_table, table_root
 from polymodal.evaluation.corruptions import CORRUPTIONS
 from polymodal.evaluation.inference import output_metrics, predict_outputs
 from polymodal.evaluation.reliability import Reference, calibrate, detection_auroc, load_reliability, mahalanobis
-from polymodal.evaluation.robustness import corrupted_dataset, raw_values
-from polymodal.run import Run
+from polymodal.evaluation.robustness import corrupted_dataset, load_table, raw_values
+from polymodal.run import Run, load_run
 
 SHIFTED = "shifted_modality.csv"
 
@@ -120,3 +120,28 @@ def _row(modality: str, shift: str, severity: int, score: float, best: float, na
          auroc: float) -> dict[str, Any]:
     return {"modality": modality, "shift": shift, "severity": severity, "score": score, "unaffected": best,
             "unaffected_model": name, "auroc": auroc}
+
+
+def parse_held_out(spec: str, run: Run) -> tuple[str, tuple[Table, str]]:
+    """`TABLE:MODALITY` (a labelled table whose MODALITY comes from another domain) -> (name, (table, modality))."""
+    path, sep, modality = spec.rpartition(":")
+    if not sep or not path:
+        raise ValueError(f"--held-out expects TABLE:MODALITY (e.g. human.csv:audio), got {spec!r}")
+    if modality not in run.processors:
+        raise ValueError(f"--held-out {spec!r}: {modality!r} is not a modality of this run; it has "
+                         f"{', '.join(run.processors)}")
+    return Path(path).stem, (held_out_table(path), modality)
+
+
+def run_shifted(run_dir: str | Path, data: str | Path | None = None, baseline: str | Path | None = None,
+                held_out: Sequence[str] = (), out: str | Path | None = None, seed: int = 0) -> pd.DataFrame:
+    """`shifted_modality` on a run's test split (or `data`), written to `shifted_modality.csv` in `out`
+    (default: the run directory); `held_out` are `TABLE:MODALITY` specs, `baseline` a run directory."""
+    run = load_run(run_dir)
+    held = dict(parse_held_out(spec, run) for spec in held_out)
+    rows = shifted_modality(run, load_table(run, data), held_out=held, seed=seed,
+                            baselines=[load_run(baseline)] if baseline is not None else [])
+    folder = Path(out) if out is not None else Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(folder / SHIFTED, index=False)
+    return rows
