@@ -6,10 +6,11 @@ held-out human speakers (`human.csv`: test images paired with real voices never 
 under each audio corruption at the highest severity, and the AUROC of the per-modality reliability distance
 (calibrated on the validation split) for telling corrupted records from clean ones, over every corruption of
 both modalities at the highest severity (and for the human voices). Results are cached per run (`--out`), so
-the script can be stopped, run in several processes (`--seeds`), and rerun to print the table.
+the script can be stopped, run in several processes at once (each claims the runs it trains), and rerun to
+print the table.
 
     POLYMODAL_DATA=/tmp/data OMP_NUM_THREADS=1 nice python benchmarks/shifted_modality.py --epochs 4 \
-        --seeds 0 1 2 --out runs/shifted [--phase train|eval|table]
+        --seeds 0 1 2 --out runs/shifted [--phase train|eval|table] [--skip-report]
 """
 
 from __future__ import annotations
@@ -48,11 +49,22 @@ def config(name: str, out: Path, epochs: int, seed: int) -> Config:
     return cfg.model_copy(update={"training": cfg.training.model_copy(update={"modality_dropout": dropout})})
 
 
-def train_run(cfg: Config) -> None:
+def train_run(cfg: Config, skip_report: bool) -> None:
+    """Train unless done or claimed by another worker (a `.claim` folder, made atomically)."""
     from polymodal.training.fit import train
 
-    if not (cfg.run_dir() / "metrics.json").is_file():
-        train(cfg)
+    claim = cfg.run_dir().parent / f"{cfg.run_dir().name}.claim"
+    if (cfg.run_dir() / "metrics.json").is_file():
+        return
+    try:
+        claim.mkdir(parents=True)
+    except FileExistsError:
+        return
+    if skip_report:  # the run's HTML report is not part of this benchmark and costs minutes per run
+        import polymodal.evaluation.report as report
+
+        report.write_report = lambda *args, **kwargs: None  # type: ignore[assignment]
+    train(cfg)
 
 
 def evaluate_run(cfg: Config, human: Path) -> dict[str, Any]:
@@ -125,6 +137,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--out", default="runs/shifted")
     parser.add_argument("--phase", choices=["train", "eval", "table", "all"], default="all")
+    parser.add_argument("--skip-report", action="store_true", help="do not write each run's HTML report")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
@@ -134,7 +147,7 @@ def main() -> None:
         for name in args.models:
             cfg = config(name, Path(args.out), args.epochs, seed)
             if args.phase in ("train", "all"):
-                train_run(cfg)
+                train_run(cfg, args.skip_report)
             if args.phase in ("eval", "all") and (cfg.run_dir() / "metrics.json").is_file():
                 evaluate_run(cfg, human)
             if (cfg.run_dir() / "shifted.json").is_file():

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
 import pytest
 import torch
+import yaml
+from conftest import make_config
 from torch import nn
+
+from polymodal.cli import main
 
 from polymodal.data.batch import Batch
 from polymodal.encoders.feedforward import VectorMLP
@@ -119,3 +126,13 @@ def test_training_step_has_target_losses_and_eval_has_uncertainty(name: str, los
     assert torch.allclose(clean.logits, planted.logits) and torch.isfinite(planted.logits).all()
     assert torch.isnan(planted.uncertainty["audio"][~present]).all()
     assert torch.isfinite(planted.uncertainty["audio"][present]).all()
+
+
+def test_listed_and_compare_trains_them(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "fusions"]) == 0 and {"tmc", "qmf"} <= set(capsys.readouterr().out.split())
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(make_config(data_dir, tmp_path / "run", ["emb", "specs"], epochs=1)))
+    out = tmp_path / "cmp"
+    assert main(["compare", str(cfg), "--fusions", "tmc,qmf", "--seeds", "1", "--no-unimodal", "--out", str(out)]) == 0
+    runs = pd.read_csv(out / "comparison.csv")
+    assert sorted(runs["model"]) == ["qmf", "tmc"] and runs["accuracy"].between(0, 1).all()
