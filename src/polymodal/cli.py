@@ -74,7 +74,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     frame = result if isinstance(result, pd.DataFrame) else pd.DataFrame({"prediction": result})
     if predictor.classes:
         proba = predictor.predict_proba(args.data)
-        frame = pd.concat([frame, proba.add_prefix("p_")], axis=1)
+        frame = pd.concat([frame[["prediction"]], proba.add_prefix("p_"), frame.drop(columns="prediction")], axis=1)
     frame.to_csv(args.out, index_label="row")
     print(f"{len(frame)} predictions written to {args.out}")
     return 0
