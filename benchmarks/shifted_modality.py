@@ -92,14 +92,14 @@ def summary(result: dict[str, Any], human_acc: float | None) -> dict[str, float]
     if "audio" not in set(rows.modality):  # image only: it does not read the audio, so audio shifts leave it be
         return {**out, "human": human_acc if human_acc is not None else np.nan, "audio_corrupt_mean": out["test"],
                 "audio_corrupt_worst": out["test"], "auroc_corruptions": float(rows.auroc.mean())}
-    audio = rows[(rows.modality == "audio") & (rows.shift != "human")]
-    out["human"] = float(rows[rows.shift == "human"].score.iloc[0])
+    audio = rows[(rows.modality == "audio") & (rows["shift"] != "human")]
+    out["human"] = float(rows[rows["shift"] == "human"].score.iloc[0])
     out["audio_corrupt_mean"] = float(audio.score.mean())
     out["audio_corrupt_worst"] = float(audio.score.min())
-    corrupted = rows[rows.shift != "human"]
+    corrupted = rows[rows["shift"] != "human"]
     out["auroc_corruptions"] = float(corrupted.auroc.mean())
     out["auroc_audio"] = float(audio.auroc.mean())
-    out["auroc_human"] = float(rows[rows.shift == "human"].auroc.iloc[0])
+    out["auroc_human"] = float(rows[rows["shift"] == "human"].auroc.iloc[0])
     return out
 
 
