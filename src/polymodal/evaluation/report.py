@@ -3,8 +3,8 @@
 Sections: metrics with bootstrap confidence intervals, learning curves, confusion matrix, unimodal scores and
 the missing-pattern table (the model with only some modalities present), modality contributions (Shapley
 values, interactions), imbalance diagnostics over training, robustness and the shifted-modality table (when
-`robustness.csv` and `shifted_modality.csv` exist, from `polymodal robustness`), and cost. `write_report` runs at the end of training; `polymodal report RUN_DIR` runs
-it again later (and can compute robustness first).
+`robustness.csv` and `shifted_modality.csv` exist, from `polymodal robustness`), and cost. `write_report` runs
+at the end of training; `polymodal report RUN_DIR` runs it again later (and can compute robustness first).
 """
 
 from __future__ import annotations
