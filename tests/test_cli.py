@@ -31,7 +31,8 @@ def test_train_evaluate_predict(data_dir: Path, tmp_path: Path, capsys: pytest.C
     out = tmp_path / "preds.csv"
     assert main(["predict", str(tmp_path / "run"), "--data", str(data_dir / "data.parquet"), "--out", str(out)]) == 0
     preds = pd.read_csv(out)
-    assert list(preds.columns) == ["row", "prediction", "p_x", "p_y", "p_z", "no_input"] and len(preds) == 60
+    assert list(preds.columns)[:6] == ["row", "prediction", "p_x", "p_y", "p_z", "no_input"] and len(preds) == 60
+    assert {"reliability_photo", "ood_photo", "reliability_title", "ood_title"} <= set(preds.columns)
 
 
 def test_validate_lists_every_problem_with_row_and_field(data_dir: Path, tmp_path: Path,

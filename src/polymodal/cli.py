@@ -71,7 +71,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from polymodal.predictor import Predictor
 
     predictor = Predictor.load(args.run_dir)
-    frame = predictor.predict_frame(args.data)
+    frame = predictor.predict_frame(args.data, with_reliability=predictor.has_reliability)
     ids = _id_column(args.data)
     if ids is None:
         frame.to_csv(args.out, index_label="row")
@@ -224,12 +224,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_robustness(args: argparse.Namespace) -> int:
     from polymodal.evaluation.report import write_report
     from polymodal.evaluation.robustness import run_robustness
+    from polymodal.evaluation.shifted import run_shifted
 
+    shifted = run_shifted(args.run_dir, data=args.data, baseline=args.baseline, held_out=args.held_out)
     _, summary = run_robustness(args.run_dir, data=args.data, baseline=args.baseline)
     print(summary.round(4).to_string(index=False))
+    print("shifted modality:\n" + shifted.round(4).to_string(index=False))
     write_report(args.run_dir)
-    print(f"written: {Path(args.run_dir) / 'robustness.csv'}, robustness_summary.csv, robustness_*.png; "
-          "report updated")
+    print(f"written: {Path(args.run_dir) / 'robustness.csv'}, robustness_summary.csv, robustness_*.png, "
+          "shifted_modality.csv; report updated")
     return 0
 
 
@@ -299,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--data", help="labelled table (default: the run's test split)")
     p.add_argument("--baseline", help="a run directory whose curves give the trend for effective robustness")
+    p.add_argument("--held-out", action="append", default=[], metavar="TABLE:MODALITY",
+                   help="labelled table whose MODALITY comes from another domain (repeatable), e.g. human.csv:audio")
     p.set_defaults(func=cmd_robustness)
 
     p = sub.add_parser("report", help="write RUN_DIR/report.html and report.md")

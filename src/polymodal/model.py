@@ -80,12 +80,18 @@ class MultimodalModel(nn.Module):
             logits, sequences = self.head(fused, encoded, present, batch.target)
             return Output(logits=logits, fused=fused.fused, features=features, aux_losses=fused.aux_losses,
                           embeddings=self.embeddings(features, batch.present), sequences=sequences)
+        modality_logits = None if per is None else {m: self.head(h) for m, h in per.items()}
+        decision = self.fusion.decide(self.head(fused.fused), modality_logits, present)
+        aux = dict(fused.aux_losses)
+        if self.training and batch.target is not None:
+            aux.update(self.fusion.target_losses(decision, modality_logits, present, batch.target, batch.index))
         return Output(
-            logits=self.head(fused.fused),
+            logits=decision.logits,
             fused=fused.fused,
             features=features,
-            modality_logits=None if per is None else {m: self.head(h) for m, h in per.items()},
-            aux_losses=fused.aux_losses,
+            modality_logits=modality_logits,
+            uncertainty=decision.uncertainty,
+            aux_losses=aux,
             embeddings=self.embeddings(features, batch.present),
         )
 

@@ -16,6 +16,8 @@ class Output:
         fused: (B, D_fused) joint representation.
         features: per modality, pooled encoder features (B, D_m).
         modality_logits: per modality (B, K) predictions, for fusions that keep per-modality branches.
+        uncertainty: per modality (B,) the fusion's own uncertainty about that input (tmc, qmf; None for
+            fusions without one), NaN where the modality is missing.
         aux_losses: auxiliary training losses by name (from the fusion), added to the task loss.
         embeddings: per modality, (B, E) L2-normalised embeddings in the shared space of the contrastive
             objective (None without one); rows of records missing that modality are NaN.
@@ -27,6 +29,7 @@ class Output:
     fused: Tensor
     features: dict[str, Tensor]
     modality_logits: dict[str, Tensor] | None = None
+    uncertainty: dict[str, Tensor] | None = None
     aux_losses: dict[str, Tensor] = field(default_factory=dict)
     embeddings: dict[str, Tensor] | None = None
     sequences: Tensor | None = None

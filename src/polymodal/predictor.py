@@ -62,9 +62,11 @@ class Predictor:
         out, _ = predict_outputs(self.run.model, self.run.processors, dataset, self.batch_size, drop)
         return out
 
-    def predict_frame(self, records: Records, root: str | Path | None = None) -> pd.DataFrame:
+    def predict_frame(self, records: Records, root: str | Path | None = None,
+                      with_reliability: bool = False) -> pd.DataFrame:
         """One row per record: `prediction`, `p_<class>` for classification, and `no_input` (True where every
-        modality of the record is empty: its prediction rests on no data, only on what the model learned)."""
+        modality of the record is empty: its prediction rests on no data, only on what the model learned); with
+        `with_reliability`, the per-modality reliability columns of `predict`."""
         dataset = self._dataset(records, root, with_target=False)
         out = self._outputs(dataset)
         task = self.run.task
@@ -74,11 +76,34 @@ class Predictor:
             frame = pd.concat([frame, pd.DataFrame(proba).add_prefix("p_")], axis=1)
         present = np.stack(list(dataset.present.values())) if dataset.present else np.zeros((0, len(dataset)))
         frame["no_input"] = ~present.any(axis=0)
+        if with_reliability:
+            extra = self._reliability(frame["prediction"].to_numpy(), out, dataset.present)
+            frame = pd.concat([frame, extra.drop(columns="prediction")], axis=1)
         return frame
 
-    def predict(self, records: Records, root: str | Path | None = None) -> np.ndarray:
-        """One prediction per record, in the data's label space (class names or values)."""
-        return np.asarray(self.run.task.predict(self.run.task.scores(self.outputs(records, root))), dtype=object)
+    def predict(self, records: Records, root: str | Path | None = None,
+                with_reliability: bool = False) -> np.ndarray | pd.DataFrame:
+        """One prediction per record, in the data's label space (class names or values).
+
+        With `with_reliability`, a DataFrame: `prediction` plus, per modality m, `reliability_m` (1 = as typical
+        as the validation data, 0 = further out than all of it), `ood_m`, `distance_m` and, for fusions with
+        their own uncertainty, `uncertainty_m` (see `evaluation.reliability`).
+        """
+        dataset = self._dataset(records, root, with_target=False)
+        out = self._outputs(dataset)
+        predictions = np.asarray(self.run.task.predict(self.run.task.scores(out)), dtype=object)
+        return self._reliability(predictions, out, dataset.present) if with_reliability else predictions
+
+    def _reliability(self, predictions: np.ndarray, out: Output, present: Any) -> pd.DataFrame:
+        from polymodal.evaluation.reliability import with_reliability as reliability_frame
+
+        return reliability_frame(self.run.path, predictions, out, present)
+
+    @property
+    def has_reliability(self) -> bool:
+        from polymodal.evaluation.reliability import RELIABILITY
+
+        return (self.run.path / RELIABILITY).is_file()
 
     def predict_proba(self, records: Records, root: str | Path | None = None) -> pd.DataFrame:
         """Class probabilities, one column per class (classification tasks only)."""

@@ -68,6 +68,7 @@ def concat_outputs(outs: list[Output], rows: slice = slice(None)) -> Output:
     out = _concat(outs)
     cut = {"logits": out.logits[rows], "fused": out.fused[rows], "features": _rows(out.features, rows),
            "modality_logits": _rows(out.modality_logits, rows), "embeddings": _rows(out.embeddings, rows),
+           "uncertainty": _rows(out.uncertainty, rows),
            "sequences": None if out.sequences is None else out.sequences[rows]}
     return Output(**cut)  # type: ignore[arg-type]
 
@@ -77,13 +78,15 @@ def _rows(tensors: dict[str, Tensor] | None, rows: slice) -> dict[str, Tensor] |
 
 
 def _concat(outs: list[Output]) -> Output:
-    per, emb = outs[0].modality_logits, outs[0].embeddings
+    per, emb, unc = outs[0].modality_logits, outs[0].embeddings, outs[0].uncertainty
     return Output(
         logits=torch.cat([o.logits for o in outs]),
         fused=torch.cat([o.fused for o in outs]),
         features={m: torch.cat([o.features[m] for o in outs]) for m in outs[0].features},
         modality_logits=None if per is None else {m: torch.cat([o.modality_logits[m] for o in outs])  # type: ignore[index]
                                                   for m in per},
+        uncertainty=None if unc is None else {m: torch.cat([o.uncertainty[m] for o in outs])  # type: ignore[index]
+                                              for m in unc},
         embeddings=None if emb is None else {m: torch.cat([o.embeddings[m] for o in outs])  # type: ignore[index]
                                              for m in emb},
         sequences=None if outs[0].sequences is None else torch.cat([o.sequences for o in outs]),  # type: ignore[misc]

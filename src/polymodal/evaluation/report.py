@@ -2,9 +2,9 @@
 
 Sections: metrics with bootstrap confidence intervals, learning curves, confusion matrix, unimodal scores and
 the missing-pattern table (the model with only some modalities present), modality contributions (Shapley
-values, interactions), imbalance diagnostics over training, robustness (when `robustness.csv` exists, from
-`polymodal robustness`), and cost. `write_report` runs at the end of training; `polymodal report RUN_DIR` runs
-it again later (and can compute robustness first).
+values, interactions), imbalance diagnostics over training, robustness and the shifted-modality table (when
+`robustness.csv` and `shifted_modality.csv` exist, from `polymodal robustness`), and cost. `write_report` runs
+at the end of training; `polymodal report RUN_DIR` runs it again later (and can compute robustness first).
 """
 
 from __future__ import annotations
@@ -201,6 +201,16 @@ def robustness_section(run_dir: Path) -> Section | None:
     return Section("Robustness", blocks)
 
 
+def shifted_section(run_dir: Path) -> Section | None:
+    path = run_dir / "shifted_modality.csv"
+    if not path.is_file():
+        return None
+    intro = ("One modality shifted (a corruption at each severity, or a held-out domain): the run's score, the best "
+             "score of a model blind to that modality (`unaffected`), and the AUROC of the modality's reliability "
+             "distance for telling the shifted records from clean ones.")
+    return Section("Shifted modality", [intro, pd.read_csv(path).round(4)])
+
+
 def cost_section(run: Run, dataset: MultimodalDataset) -> Section:
     from polymodal.evaluation.cost import measure_cost
 
@@ -222,14 +232,17 @@ def write_report(run_dir: str | Path, robustness: bool = False) -> Path:
     run = load_run(run_dir)
     if robustness:
         from polymodal.evaluation.robustness import run_robustness
+        from polymodal.evaluation.shifted import run_shifted
 
         run_robustness(run.path)
+        run_shifted(run.path)
     split, raw = held_out_dataset(run)
     dataset = cached_features(run, raw)  # frozen encoders run once: their outputs come from the feature cache
     sections = [metric_section(run, dataset, split), training_section(run.path), confusion_section(run, dataset),
                 *(contribution_sections(run, dataset) if len(run.model.modalities) > 1 and run.task.num_outputs
                   and run.task.scalar_predictions else []),
-                imbalance_section(run.path), robustness_section(run.path), cost_section(run, raw)]
+                imbalance_section(run.path), robustness_section(run.path), shifted_section(run.path),
+                cost_section(run, raw)]
     present = [s for s in sections if s is not None]
     title = f"polymodal run {run.config.name}"
     intro = (f"Task {run.config.target.task}; modalities " + ", ".join(f"{m} ({s.type})" for m, s in

@@ -17,7 +17,9 @@ from polymodal.fusion import (  # noqa: F401  (registration)  # isort: skip
     cross_attention,
     bottleneck,
     poe,
+    tmc,
+    qmf,
 )
-from polymodal.fusion.base import FUSIONS, Fusion, FusionOutput
+from polymodal.fusion.base import FUSIONS, Decision, Fusion, FusionOutput
 
-__all__ = ["FUSIONS", "Fusion", "FusionOutput"]
+__all__ = ["FUSIONS", "Decision", "Fusion", "FusionOutput"]

@@ -36,6 +36,20 @@ class FusionOutput:
     aux_losses: dict[str, Tensor] = field(default_factory=dict)
 
 
+@dataclass
+class Decision:
+    """What `Fusion.decide` returns.
+
+    Attributes:
+        logits: (B, K) final task outputs.
+        uncertainty: optional (B,) per modality: the method's own uncertainty about that modality's input
+            (higher = trusted less), NaN where the modality is missing.
+    """
+
+    logits: Tensor
+    uncertainty: dict[str, Tensor] | None = None
+
+
 class Fusion(nn.Module):
     """Base class. Constructors take `in_dims` (width per modality, derived) plus options; set `out_dim`."""
 
@@ -53,6 +67,23 @@ class Fusion(nn.Module):
 
     def forward(self, features: Mapping[str, EncoderOutput], present: Mapping[str, Tensor]) -> FusionOutput:
         raise NotImplementedError  # pragma: no cover
+
+    def decide(self, logits: Tensor, modality_logits: Mapping[str, Tensor] | None,
+               present: Mapping[str, Tensor]) -> Decision:
+        """The final (B, K) logits from the head's output on `fused` and the per-modality logits.
+
+        Decision-level methods (evidence combination, confidence-weighted sums) override this; the default
+        keeps the head's output and reports no uncertainty of its own.
+        """
+        return Decision(logits)
+
+    def target_losses(self, decision: Decision, modality_logits: Mapping[str, Tensor] | None,
+                      present: Mapping[str, Tensor], target: Tensor, index: Tensor) -> dict[str, Tensor]:
+        """Auxiliary training losses that need the target (and each record's dataset `index`), weighted.
+
+        Called by the model in training only, after `decide`; the default has none.
+        """
+        return {}
 
 
 FUSIONS: Registry[Fusion] = Registry("fusion")

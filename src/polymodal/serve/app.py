@@ -27,6 +27,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from polymodal.data.dataset import Decoded, MultimodalDataset, to_model_inputs
+from polymodal.evaluation.reliability import load_reliability, reliability_records
 from polymodal.output import Output
 from polymodal.rundir import Run, load_run
 from polymodal.serve.backends import build_backend
@@ -105,6 +106,7 @@ class Service:
         self.fields = input_fields(run.config, run.processors)
         self.ragged = {m: p.ragged for m, p in run.processors.items()}
         self.classes: list[str] = list(getattr(run.task, "classes", []))
+        self.reliability = load_reliability(run.path, required=False)
 
     @property
     def predicts(self) -> bool:
@@ -115,9 +117,10 @@ class Service:
         return self.run.task.num_outputs > 0  # Shapley contributions need a task head
 
     def infer(self, works: Sequence[Work]) -> list[list[dict[str, Any]]]:
-        """Per request, per record: the fused embedding (/embed) or the prediction and probabilities (and
-        contributions if asked)."""
-        out = self.forward(MultimodalDataset(merge([w.decoded for w in works]), self.ragged))
+        """Per request, per record: the fused embedding (/embed) or the prediction and probabilities, with the
+        per-modality reliability where the run has its calibration (and contributions if asked)."""
+        dataset = MultimodalDataset(merge([w.decoded for w in works]), self.ragged)
+        out = self.forward(dataset)
         sizes = [w.size for w in works]
         starts = np.cumsum([0] + sizes)
         records: list[dict[str, Any]] = [{} for _ in range(int(starts[-1]))]
@@ -127,8 +130,18 @@ class Service:
                 records[i]["embedding"] = row
         if self.predicts and len(embed) < len(records):
             self._predictions(out, records)
+            self._reliability(out, dataset, records, set(embed))
         self._explain(works, records)
         return _split(records, sizes)
+
+    def _reliability(self, out: Output, dataset: MultimodalDataset, records: list[dict[str, Any]],
+                     skip: set[int]) -> None:
+        """Per modality: reliability, ood, distance (+ the fusion's own uncertainty), on /predict's records."""
+        if not self.reliability:
+            return
+        for i, rel in enumerate(reliability_records(self.reliability, out, dataset.present)):
+            if i not in skip:
+                records[i]["reliability"] = rel
 
     def _predictions(self, out: Output, records: list[dict[str, Any]]) -> None:
         proba = {c: np.asarray(p, dtype=np.float64) for c, p in self.run.task.proba(out.logits).items()}

@@ -34,6 +34,7 @@ from polymodal.data.sources import load_splits
 from polymodal.data.splits import SPLITS, ensure_val, label_field
 from polymodal.data.streaming import StreamingDataset
 from polymodal.evaluation.inference import predict_outputs
+from polymodal.evaluation.reliability import calibrate_run
 from polymodal.factory import build_model
 from polymodal.features.cache import feature_device, use_feature_cache
 from polymodal.model import MultimodalModel, count_parameters
@@ -216,6 +217,7 @@ def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback]
     metrics = evaluate_splits(model, prep, data)
     write_json(work / METRICS, {"params": count_parameters(model), "train_seconds": seconds,
                                 "epochs": trainer.current_epoch, "skipped": prep.skipped, **metrics})
+    calibrate_run(work, model, prep.processors, prep.datasets["val"], config.target.task)  # reliability.json
     write_manifest(work)
     if report:
         from polymodal.evaluation.report import write_report

@@ -1,0 +1,162 @@
+"""Which fusion stays right when one modality shifts, and does the reliability score notice?
+
+AV-Digits with the recipe of configs/av_digits_concat.yaml, only the fusion changed (plus an image-only model and
+concat with modality dropout 0.3), for several seeds. Per run: in-distribution test accuracy, accuracy on the
+held-out human speakers (`human.csv`: test images paired with real voices never seen in training), accuracy
+under each audio corruption at the highest severity, and the AUROC of the per-modality reliability distance
+(calibrated on the validation split) for telling corrupted records from clean ones, over every corruption of
+both modalities at the highest severity (and for the human voices). Results are cached per run (`--out`), so
+the script can be stopped, run in several processes at once (each claims the runs it trains), and rerun to
+print the table.
+
+    POLYMODAL_DATA=/tmp/data OMP_NUM_THREADS=1 nice python benchmarks/shifted_modality.py --epochs 4 \
+        --seeds 0 1 2 --out runs/shifted [--phase train|eval|table] [--skip-report]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from polymodal.config import Config
+from polymodal.datasets import DATASETS
+from polymodal.quickstart import av_digits_config
+
+MODELS: dict[str, tuple[list[str], str, float]] = {  # name: modalities, fusion, modality dropout
+    "image only": (["image"], "concat", 0.0),
+    "tmc": (["image", "audio"], "tmc", 0.0),
+    "qmf": (["image", "audio"], "qmf", 0.0),
+    "concat": (["image", "audio"], "concat", 0.0),
+    "concat + dropout 0.3": (["image", "audio"], "concat", 0.3),
+    "late": (["image", "audio"], "late", 0.0),
+    "gated": (["image", "audio"], "gated", 0.0),
+    "attention": (["image", "audio"], "attention", 0.0),
+}
+
+
+def config(name: str, out: Path, epochs: int, seed: int) -> Config:
+    modalities, fusion, dropout = MODELS[name]
+    run_dir = out / f"{name.replace(' ', '_').replace('+', 'plus')}_s{seed}"
+    cfg = av_digits_config("av_digits", modalities, fusion, run_dir, epochs, seed)
+    return cfg.model_copy(update={"training": cfg.training.model_copy(update={"modality_dropout": dropout})})
+
+
+def train_run(cfg: Config, skip_report: bool) -> None:
+    """Train unless done or claimed by another worker (a `.claim` folder, made atomically)."""
+    from polymodal.training.fit import train
+
+    claim = cfg.run_dir().parent / f"{cfg.run_dir().name}.claim"
+    if (cfg.run_dir() / "metrics.json").is_file():
+        return
+    try:
+        claim.mkdir(parents=True)
+    except FileExistsError:
+        return
+    if skip_report:  # the run's HTML report is not part of this benchmark and costs minutes per run
+        import polymodal.evaluation.report as report
+
+        report.write_report = lambda *args, **kwargs: None  # type: ignore[assignment]
+    train(cfg)
+
+
+def evaluate_run(cfg: Config, human: Path) -> dict[str, Any]:
+    """The run's scores (cached as shifted.json in the run directory)."""
+    from polymodal.evaluation.robustness import load_table
+    from polymodal.evaluation.shifted import held_out_table, shifted_modality
+    from polymodal.rundir import load_run
+
+    cache = cfg.run_dir() / "shifted.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    run = load_run(cfg.run_dir())
+    rows = shifted_modality(run, load_table(run, None), severities=[5],
+                            held_out={"human": (held_out_table(human), "audio")} if "audio" in run.processors else {})
+    test = json.loads((cfg.run_dir() / "metrics.json").read_text())["test"]["accuracy"]
+    result = {"test": test, "rows": rows.to_dict("records")}
+    cache.write_text(json.dumps(result, default=float))
+    return result
+
+
+def summary(result: dict[str, Any], human_acc: float | None) -> dict[str, float]:
+    """One run's headline numbers."""
+    rows = pd.DataFrame(result["rows"])
+    out = {"test": result["test"]}
+    if "audio" not in set(rows.modality):  # image only: it does not read the audio, so audio shifts leave it be
+        return {**out, "human": human_acc if human_acc is not None else np.nan, "audio_corrupt_mean": out["test"],
+                "audio_corrupt_worst": out["test"], "auroc_corruptions": float(rows.auroc.mean())}
+    audio = rows[(rows.modality == "audio") & (rows["shift"] != "human")]
+    out["human"] = float(rows[rows["shift"] == "human"].score.iloc[0])
+    out["audio_corrupt_mean"] = float(audio.score.mean())
+    out["audio_corrupt_worst"] = float(audio.score.min())
+    corrupted = rows[rows["shift"] != "human"]
+    out["auroc_corruptions"] = float(corrupted.auroc.mean())
+    out["auroc_audio"] = float(audio.auroc.mean())
+    out["auroc_human"] = float(rows[rows["shift"] == "human"].auroc.iloc[0])
+    return out
+
+
+def image_only_human(cfg: Config, human: Path) -> float:
+    from polymodal.predictor import Predictor
+
+    path = cfg.run_dir() / "human.json"
+    if not path.is_file():
+        path.write_text(json.dumps(Predictor.load(cfg.run_dir()).evaluate(human)))
+    return float(json.loads(path.read_text())["accuracy"])
+
+
+def table(frames: dict[str, list[dict[str, float]]]) -> str:
+    cols = ["test", "human", "audio_corrupt_mean", "audio_corrupt_worst", "auroc_corruptions", "auroc_audio",
+            "auroc_human"]
+    lines = ["| model | seeds | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for name, runs in frames.items():
+        frame = pd.DataFrame(runs)
+        cells = [_cell(frame[c]) if c in frame else "-" for c in cols]
+        lines.append(f"| {name} | {len(frame)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "-"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if len(values) > 1 else f"{values.mean():.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--out", default="runs/shifted")
+    parser.add_argument("--phase", choices=["train", "eval", "table", "all"], default="all")
+    parser.add_argument("--skip-report", action="store_true", help="do not write each run's HTML report")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    human = DATASETS["av_digits"].materialize() / "human.csv"
+    results: dict[str, list[dict[str, float]]] = {}
+    for seed in args.seeds:
+        for name in args.models:
+            cfg = config(name, Path(args.out), args.epochs, seed)
+            if args.phase in ("train", "all"):
+                train_run(cfg, args.skip_report)
+            if args.phase in ("eval", "all") and (cfg.run_dir() / "metrics.json").is_file():
+                evaluate_run(cfg, human)
+            if (cfg.run_dir() / "shifted.json").is_file():
+                own = image_only_human(cfg, human) if name == "image only" else None
+                results.setdefault(name, []).append(summary(json.loads((cfg.run_dir() / "shifted.json").read_text()),
+                                                        own))
+    print(table(results))
+    print(f"load average {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

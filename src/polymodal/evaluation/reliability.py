@@ -1,0 +1,189 @@
+"""Per-record, per-modality reliability: is this modality's input like what the model was validated on?
+
+For each modality, the encoder's pooled features of the validation split give class means (the record's class
+when the task has single-label classes, else one mean) and a shared covariance, shrunk towards a scaled identity
+(by at least 0.1, more when validation records are few compared with the feature width; Lee et al., "A Simple
+Unified Framework for Detecting Out-of-Distribution Samples and Adversarial Attacks", NeurIPS 2018: the distance
+to the closest class-conditional Gaussian). A record's modality gets
+- `distance`: its squared Mahalanobis distance to the closest class mean;
+- `reliability`: the fraction of validation records at least that far out (an empirical p-value in [0, 1]:
+  1 = as typical as any validation record, 0 = further out than all of them);
+- `ood`: distance above the validation distances' `quantile` (0.95 by default: 5% false alarms in distribution).
+This works for every fusion (it reads encoder features only). Fusions with their own per-modality uncertainty
+(tmc: Dirichlet uncertainty mass, qmf: energy) add it as `uncertainty`. The calibration is stored in the run
+directory as JSON (`reliability.json`), written at the end of training.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from polymodal.data.dataset import MultimodalDataset
+from polymodal.evaluation.inference import predict_outputs
+from polymodal.model import MultimodalModel
+from polymodal.output import Output
+from polymodal.processors import Processor
+
+RELIABILITY = "reliability.json"
+SHRINKAGE = 0.1
+MIN_RECORDS = 2
+
+
+@dataclass
+class Reference:
+    """One modality's validation statistics: class means (C, D), shared precision (D, D), sorted distances."""
+
+    means: np.ndarray
+    precision: np.ndarray
+    distances: np.ndarray
+    threshold: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"means": self.means.tolist(), "precision": self.precision.tolist(),
+                "distances": self.distances.tolist(), "threshold": self.threshold}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Reference:
+        return cls(np.asarray(data["means"]), np.asarray(data["precision"]), np.asarray(data["distances"]),
+                   float(data["threshold"]))
+
+
+def class_groups(target: np.ndarray | None, n: int) -> np.ndarray:
+    """(N,) group of each record: its class index for single-label classification targets, else 0."""
+    if target is None or target.ndim != 1 or target.dtype.kind not in "iu" or len(target) != n:
+        return np.zeros(n, dtype=np.int64)
+    return target.astype(np.int64)
+
+
+def fit_reference(features: np.ndarray, groups: np.ndarray, quantile: float = 0.95) -> Reference:
+    """Class means, shrunk shared covariance and the validation distances of features (N, D)."""
+    labels = np.unique(groups)
+    means = np.stack([features[groups == g].mean(0) for g in labels])  # (C, D)
+    centred = features - means[np.searchsorted(labels, groups)]  # (N, D)
+    cov = centred.T @ centred / max(1, len(features) - len(labels))  # (D, D)
+    scale = max(float(np.trace(cov)) / cov.shape[0], 1e-12)
+    shrink = max(SHRINKAGE, cov.shape[0] / (len(features) + cov.shape[0]))  # more when records are few
+    shrunk = (1 - shrink) * cov + shrink * scale * np.eye(cov.shape[0])
+    ref = Reference(means, np.linalg.inv(shrunk), np.zeros(0), 0.0)
+    ref.distances = np.sort(mahalanobis(ref, features))
+    ref.threshold = float(np.quantile(ref.distances, quantile))
+    return ref
+
+
+def mahalanobis(ref: Reference, features: np.ndarray) -> np.ndarray:
+    """(N,) squared Mahalanobis distance of features (N, D) to the closest class mean."""
+    diff = features[:, None, :] - ref.means[None]  # (N, C, D)
+    return np.einsum("ncd,de,nce->nc", diff, ref.precision, diff).min(1)
+
+
+def p_value(ref: Reference, distance: np.ndarray) -> np.ndarray:
+    """(N,) fraction of validation distances >= each distance."""
+    below = np.searchsorted(ref.distances, distance, side="left")
+    return (len(ref.distances) - below) / len(ref.distances)
+
+
+def calibrate(model: MultimodalModel, processors: Mapping[str, Processor], dataset: MultimodalDataset,
+              quantile: float = 0.95) -> dict[str, Reference]:
+    """A Reference per modality from the validation dataset (modalities with < 2 present records: none)."""
+    out, target = predict_outputs(model, processors, dataset)
+    groups = class_groups(None if target is None else target.cpu().numpy(), len(dataset))
+    refs = {}
+    for m, feats in out.features.items():
+        keep = dataset.present[m]
+        if keep.sum() >= MIN_RECORDS:
+            refs[m] = fit_reference(feats.double().cpu().numpy()[keep], groups[keep], quantile)
+    return refs
+
+
+def write_reliability(run_dir: Path, refs: Mapping[str, Reference]) -> None:
+    (run_dir / RELIABILITY).write_text(json.dumps({m: r.to_json() for m, r in refs.items()}))
+
+
+def calibrate_run(run_dir: Path, model: MultimodalModel, processors: Mapping[str, Processor],
+                  dataset: MultimodalDataset, task: str) -> None:
+    """Write the run's `reliability.json` from its validation dataset (not for generation, nor without records)."""
+    if task != "generation" and len(dataset):
+        write_reliability(run_dir, calibrate(model, processors, dataset))
+
+
+def load_reliability(run_dir: Path, required: bool = True) -> dict[str, Reference]:
+    """The run's calibration by modality; without `reliability.json`, an error (or {} if not `required`)."""
+    path = run_dir / RELIABILITY
+    if not path.is_file() and not required:
+        return {}
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} has no {RELIABILITY} (runs trained before reliability existed); "
+                                "train the run again to get per-modality reliability")
+    return {m: Reference.from_json(r) for m, r in json.loads(path.read_text()).items()}
+
+
+def modality_reliability(refs: Mapping[str, Reference], out: Output, present: Mapping[str, np.ndarray]
+                         ) -> dict[str, pd.DataFrame]:
+    """Per modality, one row per record: distance, reliability, ood (and the fusion's uncertainty where it has
+    one); NaN (and ood False) where the record lacks the modality."""
+    frames = {}
+    for m, ref in refs.items():
+        keep = np.asarray(present[m], dtype=bool)
+        distance = np.where(keep, mahalanobis(ref, out.features[m].double().cpu().numpy()), np.nan)
+        frame = pd.DataFrame({"distance": distance,
+                              "reliability": np.where(keep, p_value(ref, np.nan_to_num(distance)), np.nan),
+                              "ood": keep & (np.nan_to_num(distance) > ref.threshold)})
+        if out.uncertainty is not None and m in out.uncertainty:
+            frame["uncertainty"] = out.uncertainty[m].float().cpu().numpy()
+        frames[m] = frame
+    return frames
+
+
+def reliability_columns(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The per-modality frames side by side as columns `<field>_<modality>` (reliability_audio, ood_audio...)."""
+    parts = [frame.add_suffix(f"_{m}") for m, frame in frames.items()]
+    return pd.concat(parts, axis=1) if parts else pd.DataFrame()
+
+
+def reliability_records(refs: Mapping[str, Reference], out: Output, present: Mapping[str, np.ndarray]
+                        ) -> list[dict[str, dict[str, Any]]]:
+    """Per record, per modality: {"reliability": ..., "ood": ..., ...} with None for NaN (JSON-ready)."""
+    frames = modality_reliability(refs, out, present)
+    n = len(next(iter(frames.values()))) if frames else 0
+    return [{m: {k: _plain(v) for k, v in frame.iloc[i].items()} for m, frame in frames.items()} for i in range(n)]
+
+
+def with_reliability(run_dir: Path, predictions: np.ndarray, out: Output,
+                     present: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Column `prediction` and the run's per-modality reliability columns, one row per record."""
+    frames = modality_reliability(load_reliability(run_dir), out, present)
+    return pd.concat([pd.DataFrame({"prediction": predictions}), reliability_columns(frames)], axis=1)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    value = float(value)
+    return None if np.isnan(value) else value
+
+
+def detection_auroc(clean: np.ndarray, shifted: np.ndarray) -> float:
+    """AUROC of a score that should be higher on shifted records than on clean ones (ties count half)."""
+    clean, shifted = clean[~np.isnan(clean)], shifted[~np.isnan(shifted)]
+    if not len(clean) or not len(shifted):
+        return float("nan")
+    ranks = _average_ranks(np.concatenate([clean, shifted]))
+    rank_sum = ranks[len(clean):].sum()
+    return float((rank_sum - len(shifted) * (len(shifted) + 1) / 2) / (len(clean) * len(shifted)))
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of x with ties given their average rank."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(1, len(x) + 1)
+    _, inverse = np.unique(x, return_inverse=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return (sums / np.bincount(inverse))[inverse]
