@@ -16,6 +16,7 @@ from polymodal.data.sources import Table
 from polymodal.ensemble.classical import trees_from_sklearn
 from polymodal.ensemble.model import to_probability
 from polymodal.ensemble.rundir import save_ensemble
+from polymodal.rundir import write_manifest
 from polymodal.predictor import Predictor
 from polymodal.tasks import build_task
 
@@ -57,6 +58,7 @@ def test_ensemble_run_round_trip(tmp_path: Path) -> None:
     tab = trees("tab", config, TabularSpec(type="tabular", numeric=["size"]), tables, score,
                 [{"max_iter": 20, "max_leaf_nodes": 7}])
     save_ensemble(tmp_path / "best", "best", [text.member, tab.member], {"text": 0.75, "tab": 0.25}, task)
+    write_manifest(tmp_path / "best")
     assert not list((tmp_path / "best").glob("*.pkl"))
     predictor = Predictor.load(tmp_path / "best")
     proba = predictor.predict_proba(tables["val"].frame).to_numpy()

@@ -4,6 +4,7 @@ shifted-modality evaluation, from the statistics up to the Predictor, the CLI an
 from __future__ import annotations
 
 import base64
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,7 @@ def test_cli_predictions_file_and_server_carry_reliability(run_dir: Path, data_d
     written = pd.read_csv(out)
     assert {"prediction", "p_x", "reliability_photo", "ood_emb"} <= set(written.columns)
     record = {"photo": base64.b64encode((data_dir / "img" / "0.png").read_bytes()).decode(), "emb": [25.0] * 4}
-    with TestClient(create_app(run_dir, ServeSettings())) as client:
+    with TestClient(create_app(run_dir, ServeSettings()), base_url="http://localhost") as client:
         response = client.post("/predict", json={"records": [record]})
     assert response.status_code == 200, response.text
     got = response.json()["predictions"][0]
@@ -126,7 +127,7 @@ def test_robustness_command_writes_the_shifted_section(run_dir: Path, data_dir: 
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     held = tmp_path / "far.parquet"
     shifted_emb(data_dir, 30).to_parquet(held)
-    (tmp_path / "img").symlink_to(data_dir / "img")  # the held-out table's files, relative to its folder
+    shutil.copytree(data_dir / "img", tmp_path / "img")  # the held-out table's files, inside its folder
     assert main(["robustness", str(run_dir), "--held-out", f"{held}:emb"]) == 0
     rows = pd.read_csv(run_dir / "shifted_modality.csv")
     assert {"far"} < set(rows["shift"]) and rows[rows["shift"] == "far"].auroc.iloc[0] == 1.0
