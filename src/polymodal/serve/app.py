@@ -137,8 +137,8 @@ class Service:
     def _reliability(self, out: Output, dataset: MultimodalDataset, records: list[dict[str, Any]],
                      skip: set[int]) -> None:
         """Per modality: reliability, ood, distance (+ the fusion's own uncertainty), on /predict's records."""
-        if not self.reliability:
-            return
+        if not self.reliability or set(self.reliability) - set(out.features):
+            return  # the onnx backend's outputs carry no encoder features: no reliability there
         for i, rel in enumerate(reliability_records(self.reliability, out, dataset.present)):
             if i not in skip:
                 records[i]["reliability"] = rel

@@ -217,7 +217,7 @@ def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback]
     metrics = evaluate_splits(model, prep, data)
     write_json(work / METRICS, {"params": count_parameters(model), "train_seconds": seconds,
                                 "epochs": trainer.current_epoch, "skipped": prep.skipped, **metrics})
-    calibrate_run(work, model, prep.processors, prep.datasets["val"], config.target.task)  # reliability.json
+    calibrate_run(work, model, prep.processors, data["val"], config.target.task)  # reliability.json (cached features)
     write_manifest(work)
     if report:
         from polymodal.evaluation.report import write_report
