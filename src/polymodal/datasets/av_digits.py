@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -28,6 +27,8 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 from PIL import Image
+
+from polymodal.datasets.staging import publish, staging_dir
 
 VERSION = 1
 SOURCE = "av_digits.npz"
@@ -83,8 +84,7 @@ def materialize_av_digits(root: Path | None = None, variant: str = "mnist", seed
     prefix = {"mnist": "", "fashion": "fashion_"}.get(variant)
     if prefix is None or f"{prefix}images" not in src:
         raise ValueError(f"unknown AV-Digits variant {variant!r}; allowed: mnist, fashion")
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_dir(root)
     (tmp / "images").mkdir(parents=True)
     (tmp / "audio").mkdir()
     rng = np.random.default_rng(seed)
@@ -98,9 +98,7 @@ def materialize_av_digits(root: Path | None = None, variant: str = "mnist", seed
     internal = ["image_index", "clip"]
     records.drop(columns=internal).to_csv(tmp / "records.csv", index=False)
     human.drop(columns=internal).assign(split="test").to_csv(tmp / "human.csv", index=False)
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
-    return root
+    return publish(tmp, root)
 
 
 def _stratified_split(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

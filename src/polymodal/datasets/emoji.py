@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import pandas as pd
 from PIL import Image
 
 from polymodal.datasets.av_digits import cache_dir
+from polymodal.datasets.staging import publish, staging_dir
 
 VERSION = 1
 SOURCE = "emoji.npz"
@@ -56,16 +56,13 @@ def materialize_emoji(root: Path | None = None, seed: int = 0, data_dir: Path | 
     root = root or cache_dir() / f"emoji_v{VERSION}_{str(src['checksum'])[:8]}_s{seed}"
     if (root / "records.csv").is_file():
         return root
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_dir(root)
     (tmp / "images").mkdir(parents=True)
     frame = emoji_frame(src, seed)
     for image, path in zip(src["images"], frame["image"]):
         Image.fromarray(image).save(tmp / path)
     frame.to_csv(tmp / "records.csv", index=False)
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
-    return root
+    return publish(tmp, root)
 
 
 def emoji_frame(src: dict[str, np.ndarray], seed: int = 0) -> pd.DataFrame:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import pandas as pd
 import soundfile as sf
 
 from polymodal.datasets.av_digits import cache_dir
+from polymodal.datasets.staging import publish, staging_dir
 
 VERSION = 1
 SOURCE = "sentiment.npz"
@@ -49,8 +49,7 @@ def materialize_sentiment(root: Path | None = None, seed: int = 0) -> Path:
     root = root or cache_dir() / f"sentiment_v{VERSION}_{str(src['checksum'])[:8]}_s{seed}"
     if (root / "records.csv").is_file():
         return root
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_dir(root)
     (tmp / "audio").mkdir(parents=True)
     frame = records(src, speaker_split(len(src["speakers"]), np.random.default_rng(seed)))
     rate, opus, offsets = int(src["sample_rate"]), src["opus"], src["offsets"]
@@ -58,9 +57,7 @@ def materialize_sentiment(root: Path | None = None, seed: int = 0) -> Path:
         wave, _ = sf.read(io.BytesIO(opus[offsets[i]: offsets[i + 1]].tobytes()), dtype="float32")
         sf.write(tmp / path, wave, rate, subtype="PCM_16")
     frame.to_csv(tmp / "records.csv", index=False)
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
-    return root
+    return publish(tmp, root)
 
 
 def speaker_split(n_speakers: int, rng: np.random.Generator) -> np.ndarray:

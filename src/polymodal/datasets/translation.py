@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import pandas as pd
 
 from polymodal.datasets.av_digits import cache_dir
 from polymodal.datasets.emoji import materialize_emoji
+from polymodal.datasets.staging import publish, staging_dir
 
 VERSION = 2
 MASK = "___"
@@ -78,12 +78,9 @@ def materialize_emoji_translation(root: Path | None = None, seed: int = 0) -> Pa
     root = root or cache_dir() / f"translation_v{VERSION}_{emoji_root.name}"
     if (root / "records.csv").is_file():
         return root
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_dir(root)
     tmp.mkdir(parents=True)
     prefix = Path(os.path.relpath(emoji_root, root)).as_posix() + "/"
     frame = translation_frame(pd.read_csv(emoji_root / "records.csv", keep_default_na=False), prefix, seed)
     frame.to_csv(tmp / "records.csv", index=False)
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
-    return root
+    return publish(tmp, root)

@@ -21,7 +21,6 @@ Everything is seeded: the same seed gives the same arrays.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ import pandas as pd
 from PIL import Image
 
 from polymodal.datasets.av_digits import _stratified_split, _voice_split, cache_dir, load_source
+from polymodal.datasets.staging import publish, staging_dir
 
 VERSION = 1
 FRAMES, FPS, SIZE, DIGIT = 16, 16, 32, 16
@@ -47,8 +47,7 @@ def materialize_video_digits(root: Path | None = None, counts: tuple[int, int, i
     root = root or cache_dir() / f"video_digits_v{VERSION}_{str(src['checksum'])[:8]}_{tag}_s{seed}"
     if (root / "records.csv").is_file():
         return root
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_dir(root)
     (tmp / "videos").mkdir(parents=True)
     rng = np.random.default_rng(seed)
     frame = _records(src, counts, rng)
@@ -58,9 +57,7 @@ def materialize_video_digits(root: Path | None = None, counts: tuple[int, int, i
         wave = _spoken(src, rec.clip, rng)
         write_clip(tmp / rec.video, frames, FPS, wave, int(src["sample_rate"]))
     frame.drop(columns=["image_index", "clip"]).to_csv(tmp / "records.csv", index=False)
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
-    return root
+    return publish(tmp, root)
 
 
 def _records(src: dict[str, np.ndarray], counts: tuple[int, int, int], rng: np.random.Generator) -> pd.DataFrame:

@@ -16,7 +16,6 @@ Everything is seeded: the same seed gives the same files.
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from polymodal.datasets.av_digits import cache_dir
+from polymodal.datasets.staging import publish, staging_dir
 
 VERSION = 1
 SIZE = 64
@@ -126,8 +126,7 @@ def materialize_vqa_shapes(root: Path | None = None, seed: int = 0,
     root = root or cache_dir() / f"vqa_shapes_v{VERSION}_s{seed}{tag}"
     if (root / "records.csv").is_file():
         return root
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_dir(root)
     (tmp / "images").mkdir(parents=True)
     rng = np.random.default_rng(seed)
     rows: list[dict[str, str]] = []
@@ -140,9 +139,7 @@ def materialize_vqa_shapes(root: Path | None = None, seed: int = 0,
     frame = pd.DataFrame(rows)
     frame.insert(0, "id", [f"q{k:06d}" for k in range(len(frame))])
     frame.to_csv(tmp / "records.csv", index=False)
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
-    return root
+    return publish(tmp, root)
 
 
 def _scene_rows(root: Path, image_id: str, split: str, seen: dict[str, Counter[str]],
