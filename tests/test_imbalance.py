@@ -22,17 +22,11 @@ from polymodal.output import Output
 from polymodal.predictor import Predictor
 from polymodal.tasks import Binary, Multiclass, Regression
 from polymodal.training.fit import train
-from polymodal.training.imbalance import (
-    Imbalance,
-    blend_weights,
-    grad_norm,
-    min_norm_weight,
-    ogm_coefficients,
-    pareto_combine,
-    pareto_surrogate,
-    probe_gradients,
-    true_class_probability,
-)
+from polymodal.training.imbalance import Imbalance, grad_norm, probe_gradients
+from polymodal.training.remedies.base import true_class_probability
+from polymodal.training.remedies.grad_blend import blend_weights
+from polymodal.training.remedies.mmpareto import min_norm_weight, pareto_combine, pareto_surrogate
+from polymodal.training.remedies.ogm_ge import ogm_coefficients
 
 METHODS = ["none", "ogm_ge", "grad_blend", "aux_losses", "mmpareto"]
 

@@ -11,8 +11,9 @@ from test_imbalance import mlp_model, multiclass, vector_batch
 
 from polymodal.config import ImbalanceConfig
 from polymodal.encoders.base import EncoderOutput
-from polymodal.training.imbalance import Imbalance, grad_norm, ogm_coefficients, true_class_probability
-from polymodal.training.ogm import fused_unimodal_logits, in_window, ogm_coefficient
+from polymodal.training.imbalance import Imbalance, grad_norm
+from polymodal.training.remedies.base import true_class_probability
+from polymodal.training.remedies.ogm_ge import fused_unimodal_logits, in_window, ogm_coefficient, ogm_coefficients
 
 
 def test_paper_coefficient_is_eq_10() -> None:
