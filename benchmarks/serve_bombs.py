@@ -18,8 +18,6 @@ import asyncio
 import base64
 import io
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +28,9 @@ import httpx
 import numpy as np
 import soundfile as sf
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from server_process import free_port, start_server, stop_server  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "serve_bombs.md"
 
@@ -105,29 +106,6 @@ def memory_mb(pid: int) -> dict[str, float]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(run: Path, port: int, src: str | None, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if src:
-        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "polymodal.cli", "serve", str(run), "--port", str(port), "--timeout-s", "30"]
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"the server did not start: {log.read_text()[-2000:]}")
-
-
 async def send(url: str, body: Any, copies: int) -> list[int | str]:
     async with httpx.AsyncClient(timeout=300) as c:
         async def one() -> int | str:
@@ -152,7 +130,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run = make_run(Path(tmp))
         port = free_port()
-        proc = start(run, port, args.src, Path(tmp) / "server.log")
+        env = {"OMP_NUM_THREADS": "1"}
+        if args.src:
+            env["PYTHONPATH"] = args.src + os.pathsep + os.environ.get("PYTHONPATH", "")
+        cmd = [sys.executable, "-m", "polymodal.cli", "serve", str(run), "--port", str(port), "--timeout-s", "30"]
+        proc = start_server(cmd, port, Path(tmp) / "server.log", env=env)
         lines: list[str] = []
         try:
             command = f"OMP_NUM_THREADS=1 python benchmarks/serve_bombs.py --label {args.label}" + (
@@ -172,8 +154,7 @@ def main() -> None:
         finally:
             with RESULTS.open("a") as out:
                 out.write("\n".join(lines) + "\n")
-            proc.kill()  # a server still decoding bombs does not stop on SIGTERM
-            proc.wait(timeout=30)
+            stop_server(proc, kill=True)  # a server still decoding bombs does not stop on SIGTERM
 
 
 if __name__ == "__main__":

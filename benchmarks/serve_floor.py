@@ -20,20 +20,18 @@ import base64
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serve_load import ensure_run, free_port, load, payloads  # noqa: E402
+from serve_load import ensure_run, load, payloads  # noqa: E402
+from server_process import free_port, running_server  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "serve_floor.md"
 VARIANTS = {"plain": [], "torch": ["--backend", "torch"], "onnx": ["--backend", "onnx"],
@@ -56,21 +54,6 @@ def floor_app() -> FastAPI:
     return app
 
 
-def start(cmd: list[str], port: int) -> subprocess.Popen[bytes]:
-    log = Path(tempfile.gettempdir()) / f"serve_floor_{port}.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=Path(__file__).parent)
-    deadline = time.monotonic() + 900  # a loaded machine starts N workers slowly
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
-
-
 def floor_cmd(port: int, workers: int) -> list[str]:
     return [sys.executable, "-m", "uvicorn", "serve_floor:floor_app", "--factory", "--port", str(port),
             "--workers", str(workers), "--log-level", "warning"]
@@ -83,14 +66,12 @@ def polymodal_cmd(run: Path, port: int, extra: list[str]) -> list[str]:
 
 def measure(cmd_of, bodies: list[dict[str, Any]], clients: int, total: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
     port = free_port()
-    proc = start(cmd_of(port), port)
     url = f"http://127.0.0.1:{port}/predict"
-    try:
+    log = Path(tempfile.gettempdir()) / f"serve_floor_{port}.log"
+    # a loaded machine starts N workers slowly
+    with running_server(cmd_of(port), port, log, timeout_s=900, cwd=Path(__file__).parent):
         asyncio.run(load(url, bodies, clients, 200))  # warm-up
         latencies, wall, errors = asyncio.run(load(url, bodies, clients, total))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     lat = np.asarray(latencies) * 1000
     return {"rps": len(latencies) / wall, "p50": float(np.percentile(lat, 50)),
             "p99": float(np.percentile(lat, 99)), "errors": errors, "load": os.getloadavg()[0]}

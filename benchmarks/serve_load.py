@@ -16,8 +16,6 @@ import argparse
 import asyncio
 import base64
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +24,9 @@ from typing import Any
 
 import httpx
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from server_process import free_port, running_server  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "serve_load.md"
 
@@ -57,33 +58,11 @@ def payloads(run: Path, n: int) -> list[dict[str, Any]]:
     return bodies
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def start_server(run: Path, port: int, max_batch: int, max_wait_ms: float, log: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "polymodal.cli", "serve", str(run), "--port", str(port), "--max-batch",
-           str(max_batch), "--max-wait-ms", str(max_wait_ms), "--queue-size", "1024"]
-    with log.open("wb") as sink:  # uvicorn's access log: a file, not a pipe nobody drains
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"the server did not start: {log.read_text()[-2000:]}")
 
 
 async def load(url: str, bodies: list[dict[str, Any]], clients: int, total: int) -> tuple[list[float], float, int]:
@@ -112,9 +91,10 @@ async def load(url: str, bodies: list[dict[str, Any]], clients: int, total: int)
 def measure(run: Path, bodies: list[dict[str, Any]], max_batch: int, max_wait_ms: float, clients: int,
             total: int) -> dict[str, float]:
     port = free_port()
-    proc = start_server(run, port, max_batch, max_wait_ms, Path(tempfile.gettempdir()) / f"serve_load_{port}.log")
+    cmd = [sys.executable, "-m", "polymodal.cli", "serve", str(run), "--port", str(port), "--max-batch",
+           str(max_batch), "--max-wait-ms", str(max_wait_ms), "--queue-size", "1024"]
     url = f"http://127.0.0.1:{port}/predict"
-    try:
+    with running_server(cmd, port, Path(tempfile.gettempdir()) / f"serve_load_{port}.log") as proc:
         asyncio.run(load(url, bodies, clients, 200))  # warm-up
         before = rss_mb(proc.pid)
         latencies, wall, errors = asyncio.run(load(url, bodies, clients, total // 2))
@@ -123,9 +103,6 @@ def measure(run: Path, bodies: list[dict[str, Any]], max_batch: int, max_wait_ms
         after = rss_mb(proc.pid)
         latencies, wall, errors = latencies + more, wall + wall2, errors + errors2
         batches = httpx.get(f"http://127.0.0.1:{port}/health").json()["batches"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     lat = np.asarray(latencies) * 1000
     return {"load_avg": os.getloadavg()[0], "max_batch": max_batch, "max_wait_ms": max_wait_ms,
             "requests": len(latencies), "errors": errors,
