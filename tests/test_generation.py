@@ -277,6 +277,11 @@ def test_generation_run_saves_loads_and_predicts_strings(tmp_path: Path) -> None
     metrics = predictor.evaluate(records)
     assert 0 <= metrics["chrf"] <= 100
     assert predictor.outputs(records).sequences.shape == (5, 7)
+    from polymodal.export import ExportError, export_run
+
+    with pytest.raises(ExportError, match="'generation', which export does not support: its head decodes token"):
+        export_run(result.run_dir, "onnx")  # the task's head says why, before anything is written
+    assert not (result.run_dir / "export_onnx").exists()
 
 
 def test_emoji_translation_records() -> None:

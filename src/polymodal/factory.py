@@ -3,20 +3,17 @@ fusion, objectives and their options) against the registries the layers below fi
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from torch import nn
 
 import polymodal.config as schema
 from polymodal.config import Component, Config, ConfigError, ModalitySpec
 from polymodal.encoders import ENCODERS, Encoder, default_encoder
 from polymodal.fusion import FUSIONS
-from polymodal.generation.decoders import build_sequence_head
 from polymodal.model import MultimodalModel
 from polymodal.objectives import OBJECTIVES
+from polymodal.tasks import TASKS
 
 if TYPE_CHECKING:
     from polymodal.processors import Processor
@@ -101,11 +98,6 @@ def build_model(config: Config, processors: Mapping[str, Processor], num_outputs
     fusion = FUSIONS.build(config.fusion.name, user=config.fusion.options, in_dims=in_dims)
     objectives = {o.name: OBJECTIVES.build(o.name, user=o.options, in_dims=in_dims, fused_dim=fusion.out_dim)
                   for o in config.objectives}
-    head: nn.Module
-    if config.target.task == "generation":  # num_outputs: the target vocabulary
-        head = build_sequence_head(config.target.generation_options, fusion.out_dim, in_dims, num_outputs)
-    else:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Initializing zero-element tensors")  # num_outputs == 0
-            head = nn.Linear(fusion.out_dim, num_outputs)
+    head = TASKS.get(config.target.task).build_head(  # type: ignore[attr-defined]
+        config.target, fusion.out_dim, in_dims, num_outputs)
     return MultimodalModel(encoders, fusion, head, objectives, placeholders=config.placeholders)

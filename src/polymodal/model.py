@@ -11,7 +11,7 @@ from polymodal.data.batch import Batch
 from polymodal.encoders import Encoder
 from polymodal.features.precomputed import as_output
 from polymodal.fusion import Fusion
-from polymodal.generation.decoders import SequenceHead
+from polymodal.heads import Head, as_head
 from polymodal.layers import EncoderOutput
 from polymodal.objectives import Contrastive, Objective
 from polymodal.output import Output
@@ -23,21 +23,22 @@ class MultimodalModel(nn.Module):
     Args:
         encoders: one encoder per modality name.
         fusion: a fusion whose `in_dims` covers exactly these modalities.
-        head: maps (B, fusion.out_dim) to (B, K).
+        head: a task head (`polymodal.heads.Head`: e.g. a LinearHead mapping (B, fusion.out_dim) to (B, K), or
+            generation's SequenceHead); a plain `nn.Linear` is taken as a LinearHead.
         objectives: objectives by name, part of the model so that their weights are saved with it; the one
             named "contrastive" also gives `Output.embeddings`.
         placeholders: learn one vector per modality that replaces its features (and tokens) where it is missing;
             the fusion then sees every modality as present. Without them, missing modalities are masked.
     """
 
-    def __init__(self, encoders: Mapping[str, Encoder], fusion: Fusion, head: nn.Module,
+    def __init__(self, encoders: Mapping[str, Encoder], fusion: Fusion, head: Head | nn.Linear,
                  objectives: Mapping[str, Objective] | None = None, placeholders: bool = False) -> None:
         super().__init__()
         if set(encoders) != set(fusion.in_dims):
             raise ValueError(f"encoders {sorted(encoders)} and fusion inputs {sorted(fusion.in_dims)} differ")
         self.encoders = nn.ModuleDict(dict(encoders))
         self.fusion = fusion
-        self.head = head
+        self.head = as_head(head)
         self.objectives = nn.ModuleDict(dict(objectives or {}))
         self.placeholders = nn.ParameterDict(
             {m: nn.Parameter(torch.zeros(e.out_dim)) for m, e in encoders.items()} if placeholders else {})
@@ -74,25 +75,17 @@ class MultimodalModel(nn.Module):
     def forward(self, batch: Batch) -> Output:
         encoded, present = self.fill_missing(self.encode(batch), batch.present)
         fused = self.fusion(encoded, present)
-        per = fused.per_modality
         features = {m: e.pooled for m, e in encoded.items()}
-        if isinstance(self.head, SequenceHead):
-            logits, sequences = self.head(fused, encoded, present, batch.target)
-            return Output(logits=logits, fused=fused.fused, features=features, aux_losses=fused.aux_losses,
-                          embeddings=self.embeddings(features, batch.present), sequences=sequences)
-        modality_logits = None if per is None else {m: self.head(h) for m, h in per.items()}
-        decision = self.fusion.decide(self.head(fused.fused), modality_logits, present)
-        aux = dict(fused.aux_losses)
-        if self.training and batch.target is not None:
-            aux.update(self.fusion.target_losses(decision, modality_logits, present, batch.target, batch.index))
+        head = self.head.decode(self.fusion, fused, encoded, present, batch.target, batch.index)
         return Output(
-            logits=decision.logits,
+            logits=head.logits,
             fused=fused.fused,
             features=features,
-            modality_logits=modality_logits,
-            uncertainty=decision.uncertainty,
-            aux_losses=aux,
+            modality_logits=head.modality_logits,
+            uncertainty=head.uncertainty,
+            aux_losses={**fused.aux_losses, **head.aux_losses},
             embeddings=self.embeddings(features, batch.present),
+            sequences=head.sequences,
         )
 
 

@@ -106,9 +106,11 @@ def _load(run_dir: str | Path) -> Run:
         raise FileNotFoundError(f"{str(path)!r} is not a run directory: {', '.join(missing)} missing "
                                 "(train one with `polymodal train CONFIG`)")
     run = load_run(path)
-    if not isinstance(run.model.head, torch.nn.Linear) or run.model.head.out_features == 0:
+    reason = run.model.head.not_exportable
+    if reason:
         raise ExportError(f"run {str(path)!r} has task {run.config.target.task!r}, which export does not support: "
-                          "it exports classification and regression runs (a linear task head)")
+                          f"{reason}; export takes runs whose head maps the fused representation to logits "
+                          "(classification, regression)")
     return run
 
 

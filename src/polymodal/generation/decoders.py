@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polymodal.config import GenerationConfig
-from polymodal.fusion.base import FusionOutput, modality_tokens
+from polymodal.fusion.base import Fusion, FusionOutput, modality_tokens
 from polymodal.generation.search import State, beam_search, greedy
 from polymodal.generation.tokens import PAD_ID
+from polymodal.heads import Head, HeadOutput
 from polymodal.layers import EncoderOutput
 
 
@@ -162,10 +163,11 @@ class TransformerDecoder(Decoder):
         return logits, {**state, "prefix": prefix}
 
 
-class SequenceHead(nn.Module):
+class SequenceHead(Head):
     """Memory + decoder + search: the head of task generation.
 
-    forward returns the teacher-forced logits (B, L-1, V) of a target (B, L) (`[BOS] ... [EOS] [PAD]..`; (B, 0, V)
+    `decode` gives the teacher-forced logits and, outside training, the generated ids as `sequences`; forward
+    returns the teacher-forced logits (B, L-1, V) of a target (B, L) (`[BOS] ... [EOS] [PAD]..`; (B, 0, V)
     without one) and, outside training, the generated ids (B, max_length + 1) (greedy for `beam_size` 1).
     """
 
@@ -178,6 +180,15 @@ class SequenceHead(nn.Module):
         self.max_length = max_length
         self.beam_size = beam_size
         self.length_penalty = length_penalty
+
+    @property
+    def not_exportable(self) -> str | None:
+        return "its head decodes token by token (a search loop over the vocabulary, not one graph)"
+
+    def decode(self, fusion: Fusion, fused: FusionOutput, encoded: Mapping[str, EncoderOutput],
+               present: Mapping[str, Tensor], target: Tensor | None, index: Tensor | None) -> HeadOutput:
+        logits, sequences = self(fused, encoded, present, target)
+        return HeadOutput(logits, sequences=sequences)
 
     def forward(self, fused: FusionOutput, encoded: Mapping[str, EncoderOutput], present: Mapping[str, Tensor],
                 target: Tensor | None) -> tuple[Tensor, Tensor | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -12,6 +13,7 @@ from torch import Tensor
 from polymodal.config import TargetConfig
 from polymodal.data.missing import is_empty
 from polymodal.errors import RecordError, UnknownLabel
+from polymodal.heads import Head, LinearHead
 from polymodal.registry import Registry
 
 if TYPE_CHECKING:
@@ -69,6 +71,14 @@ class Task(ABC):
         return {}
 
     scalar_predictions: ClassVar[bool] = True  # predictions are classes or numbers (False: generated text)
+
+    @classmethod
+    def build_head(cls, target: TargetConfig, fused_dim: int, in_dims: Mapping[str, int], num_outputs: int) -> Head:
+        """The task's head, with widths from the fusion (`fused_dim`) and the encoders (`in_dims`): by default a
+        linear map from the fused representation to the `num_outputs` logits (0 for retrieval)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")  # num_outputs == 0
+            return LinearHead(fused_dim, num_outputs)
 
     def scores(self, out: Output) -> Tensor:
         """What `predict` and `metrics` read from the model's output: the logits (generation: generated ids)."""

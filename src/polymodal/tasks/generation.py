@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from polymodal.config import TargetConfig
+from polymodal.generation.decoders import build_sequence_head
+from polymodal.heads import Head
 from polymodal.generation.tokens import PAD_ID
 from polymodal.tasks.base import TASKS, Task
 
@@ -38,6 +40,12 @@ class Generation(Task):
 
         self.vocabulary = TargetVocabulary(options.vocab_size, options.max_length, options.lowercase)
         self.label_smoothing = options.label_smoothing
+
+    @classmethod
+    def build_head(cls, target: TargetConfig, fused_dim: int, in_dims: Mapping[str, int], num_outputs: int) -> Head:
+        """A sequence decoder over the fused representation (and, with `memory: all`, every modality's tokens);
+        `num_outputs` is the target vocabulary's size."""
+        return build_sequence_head(target.generation_options, fused_dim, in_dims, num_outputs)
 
     def fit(self, values: list[Any]) -> None:
         self.vocabulary.fit(values)
