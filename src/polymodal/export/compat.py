@@ -59,8 +59,10 @@ def plain_attention(self: nn.MultiheadAttention, query: Tensor, key: Tensor, val
     Any other configuration runs the library version."""
     if (not self.batch_first or not self._qkv_same_embed_dim or self.bias_k is not None or self.add_zero_attn
             or attn_mask is not None or is_causal or need_weights or query.dim() != 3):
+        key = key.view_as(key) if key is query else key  # another tensor object: keeps the library off its fused
+        value = value.view_as(value) if value is query else value  # kernel, which reads only `query is key`
         return _LIBRARY_ATTENTION(self, query, key, value, key_padding_mask, need_weights, attn_mask,
-                            average_attn_weights, is_causal)
+                                  average_attn_weights, is_causal)
     heads = self.num_heads
     w = self.in_proj_weight.chunk(3)
     b = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None, None, None)
@@ -80,12 +82,18 @@ def _heads(x: Tensor, heads: int) -> Tensor:
 
 
 def export_friendly(module: nn.Module) -> nn.Module:
-    """A copy of `module` whose `BiGRU`s run without packed sequences and whose multi-head attention runs without
-    the reshapes the exporters cannot keep dynamic; both compute the same values. `module` is left as it is."""
+    """A copy of `module` whose `BiGRU`s run without packed sequences, whose multi-head attention runs without the
+    reshapes the exporters cannot keep dynamic, and whose Transformer encoder stacks and layers never take torch's
+    fused inference path (`aten::_transformer_encoder_layer_fwd`, nested tensors), per module rather than through
+    the process-wide `torch.backends.mha` switch; all compute the same values. `module` is left as it is."""
     copy = deepcopy(module)
     for m in copy.modules():
         if isinstance(m, BiGRU):
             m.forward = MethodType(unpacked_bigru, m)  # type: ignore[method-assign]
         elif isinstance(m, nn.MultiheadAttention):
             m.forward = MethodType(plain_attention, m)  # type: ignore[method-assign]
+        elif isinstance(m, nn.TransformerEncoder):
+            m.use_nested_tensor = False  # the stack's sparsity fast path
+        elif isinstance(m, nn.TransformerEncoderLayer):
+            m.activation_relu_or_gelu = 0  # the layer's fast path; the plain path calls `m.activation` as before
     return copy

@@ -163,16 +163,11 @@ def _dtype(t: Tensor) -> str:
 @contextmanager
 def exportable(module: nn.Module) -> Iterator[nn.Module]:
     """An export copy of `module` (see `compat.export_friendly`: GRUs without packed sequences, attention in plain
-    ops), used under no grad, no warnings, and Transformer layers on their plain-ops path (the fused inference
-    kernel `aten::_transformer_encoder_layer_fwd` has no ONNX equivalent): the same values from operations the
-    exporters can express."""
+    ops, Transformer layers kept off their fused inference kernel, which has no ONNX equivalent), used under no
+    grad and no warnings: the same values from operations the exporters can express. Nothing process-wide
+    changes (a server in the same process keeps torch's fast paths)."""
     from polymodal.export.compat import export_friendly
 
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with warnings.catch_warnings(), torch.no_grad(), _silent():
-            warnings.simplefilter("ignore")
-            yield export_friendly(module)
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
+    with warnings.catch_warnings(), torch.no_grad(), _silent():
+        warnings.simplefilter("ignore")
+        yield export_friendly(module)
