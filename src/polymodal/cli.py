@@ -11,7 +11,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from polymodal.cli_fields import add_fields, from_args
 from polymodal.config import ConfigError
+from polymodal.serve.settings import ServeSettings
 
 
 def _quiet_lightning() -> None:
@@ -84,17 +86,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-_SERVE_LIMITS = [  # decoding limits of `polymodal serve` (polymodal.serve.limits): name, type, help
-    ("max_image_pixels", int, "largest image or video frame, width x height (default: 4096x3072, or more for a "
-                              "model with large images)"),
-    ("max_audio_seconds", float, "longest audio a request may send (default: 60, or 4x the model's max_seconds)"),
-    ("max_sample_rate", int, "highest declared audio sample rate (default: 192000)"),
-    ("max_channels", int, "most image bands or audio channels (default: 8)"),
-    ("max_video_frames", int, "most frames a video may declare (default: 60 per second of the model's clip)"),
-    ("decode_memory_mb", float, "memory all requests may decode into at once (default: 1024)"),
-]
-
-
 def cmd_fit(args: argparse.Namespace) -> int:
     from polymodal.apps.fit import fit_table
 
@@ -117,21 +108,18 @@ def _id_column(path: str):  # type: ignore[no-untyped-def]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        from polymodal.serve import ServeSettings, serve
-    except ImportError as err:
-        raise SystemExit(f"polymodal serve needs the serving extra: pip install 'polymodal[serve]' ({err})") from None
+    import polymodal.serve
     from polymodal.serve.security import API_KEY_ENV
 
     if args.workers < 1:
         raise SystemExit(f"--workers must be at least 1, got {args.workers}")
-    settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
-                             max_records=args.max_records, max_body_mb=args.max_body_mb, timeout_s=args.timeout_s,
-                             device=args.device, **{k: getattr(args, k) for k, _, _ in _SERVE_LIMITS}, host=args.host,
-                             allowed_hosts=tuple(args.allowed_hosts) if args.allowed_hosts else None,
-                             api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
-                             backend=args.backend, workers=args.workers)
-    serve(args.run_dir, host=args.host, port=args.port, settings=settings)
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as err:
+        raise SystemExit(f"polymodal serve needs the serving extra: pip install 'polymodal[serve]' ({err})") from None
+    settings = from_args(ServeSettings, args, api_key=args.api_key or os.environ.get(API_KEY_ENV) or None)
+    polymodal.serve.serve(args.run_dir, host=args.host, port=args.port, settings=settings)
     return 0
 
 
@@ -324,24 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="HTTP server of a trained run: /predict, /embed, /metadata, a web page at /")
     p.add_argument("run_dir")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-batch", type=int, default=32, help="records per forward pass (1 turns batching off)")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
-    p.add_argument("--queue-size", type=int, default=256, help="requests waiting; more are refused with 503")
-    p.add_argument("--max-records", type=int, default=256, help="records per request")
-    p.add_argument("--max-body-mb", type=float, default=20.0, help="request body size limit")
-    p.add_argument("--timeout-s", type=float, default=30.0, help="per request; then 504")
-    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, mps")
-    for name, kind, what in _SERVE_LIMITS:
-        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=what)
-    p.add_argument("--allowed-hosts", nargs="+", default=None,
-                   help="Host header names accepted, '*' for any (default: the bound address's)")
-    p.add_argument("--api-key", default=None, help="require this key (Authorization: Bearer KEY); prefer the "
-                                                   "POLYMODAL_API_KEY environment variable; needed off loopback")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx"],
-                   help="forward pass: PyTorch, or onnxruntime on the run's ONNX export (written if absent)")
-    p.add_argument("--workers", type=int, default=1, help="server processes sharing the port (each loads the model)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    add_fields(p, ServeSettings)  # every server setting, with its type, default and help
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("validate", help="check the data of a config; exit 1 if training would stop")

@@ -1,14 +1,19 @@
 """HTTP serving of a trained run: FastAPI app with micro-batching and a small web page (extra `serve`).
 
-FastAPI and uvicorn are imported here, not by `import polymodal`.
+FastAPI, uvicorn and torch are imported on use (`create_app`, `serve`), not by `import polymodal.serve`: the
+settings (`ServeSettings`) are light, so that the command line can build its options from them.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from polymodal.serve.app import ServeSettings, create_app
+from polymodal.serve.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from polymodal.serve.app import create_app
 
 
 def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
@@ -16,6 +21,8 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
     """Serve a run directory until interrupted (uvicorn; `settings.workers` processes share the port); `host` is
     the address bound (a non-loopback one needs `settings.api_key`)."""
     import uvicorn
+
+    from polymodal.serve.app import create_app
 
     settings = replace(settings or ServeSettings(), host=host)
     if settings.workers == 1:
@@ -26,6 +33,14 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
     prepare_workers(run_dir, settings)
     uvicorn.run("polymodal.serve.workers:worker_app", factory=True, host=host, port=port, log_level="info",
                 workers=settings.workers)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from polymodal.serve.app import create_app
+
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["ServeSettings", "create_app", "serve"]

@@ -15,7 +15,7 @@ import importlib.metadata
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,41 +45,9 @@ from polymodal.serve.inputs import (
 )
 from polymodal.serve.limits import MB, DecodeBudget, DecodeLimits, check_files, resolve_limits
 from polymodal.serve.security import RequestGuard, check_binding, default_hosts
+from polymodal.serve.settings import ServeSettings
 
 STATIC = Path(__file__).parent / "static"
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """Limits and batching of the server (the `polymodal serve` options)."""
-
-    max_batch: int = 32  # records per forward pass
-    max_wait_ms: float = 5.0  # how long a batch waits for more requests
-    queue_size: int = 256  # requests waiting; more get 503
-    max_records: int = 256  # records per request
-    max_body_mb: float = 20.0  # request body size
-    timeout_s: float = 30.0  # per request, decoding + queue wait + inference; then 504
-    device: str = "cpu"  # where the model runs (cpu, cuda, cuda:1, mps)
-    # decoding limits (polymodal.serve.limits); None: derived from the run's processors
-    max_image_pixels: int | None = None
-    max_audio_seconds: float | None = None
-    max_sample_rate: int | None = None
-    max_channels: int | None = None
-    max_video_frames: int | None = None
-    decode_memory_mb: float | None = None
-    # who may connect (polymodal.serve.security)
-    host: str = "127.0.0.1"  # the bound address
-    allowed_hosts: tuple[str, ...] | None = None  # Host header names accepted; None: the bound address's
-    api_key: str | None = field(default=None, repr=False)  # required to bind a non-loopback address
-
-    backend: str = "torch"  # forward pass: torch or onnx (onnxruntime on the run's ONNX export)
-    workers: int = 1  # server processes, each with its own copy of the model
-
-    def public(self, limits: DecodeLimits) -> dict[str, Any]:
-        """The settings as `/metadata` lists them: decoding limits resolved, the API key only as required or not."""
-        out = {k: v for k, v in asdict(self).items() if k != "api_key"}
-        return {**out, **limits.to_json(), "allowed_hosts": list(self.allowed_hosts or default_hosts(self.host)),
-                "api_key_required": bool(self.api_key)}
 
 
 @dataclass
