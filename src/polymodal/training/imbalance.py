@@ -109,13 +109,13 @@ class Imbalance(nn.Module):
 
     def __init__(self, model: MultimodalModel, task: Task, config: ImbalanceConfig, seed: int = 0) -> None:
         super().__init__()
-        REMEDIES.get(config.method).check_task(task)  # type: ignore[attr-defined]
+        remedy = REMEDIES.get(config.method)
+        remedy.check_task(task)  # type: ignore[attr-defined]
         self.config = config
         self.task = task
         self.modalities = model.modalities
         branches = has_modality_logits(model)
-        self.remedy: Remedy = REMEDIES.build(config.method, model=model, task=task, config=config, seed=seed,
-                                             branches=branches)
+        self.remedy: Remedy = remedy(model, task, config, seed, branches)
         single_label = isinstance(task, (Multiclass, Binary))
         self.scored = single_label and (config.diagnostics or self.remedy.confidence)
         dims, k = {m: e.out_dim for m, e in model.encoders.items()}, task.num_outputs
