@@ -64,3 +64,12 @@ def test_an_unsupported_field_type_is_named() -> None:
 
     with pytest.raises(TypeError, match="field 'table'"):
         add_fields(argparse.ArgumentParser(), Bad)
+
+
+def test_server_settings_import_without_torch_or_fastapi() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, polymodal.serve; print(' '.join(sorted(sys.modules)))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    assert not loaded & {"torch", "fastapi", "uvicorn"}

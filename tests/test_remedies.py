@@ -4,6 +4,7 @@ battery through the coordinator's hooks."""
 from __future__ import annotations
 
 import typing
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,3 +79,24 @@ def test_remedies_that_need_a_head_say_which_key_to_change() -> None:
             continue
         with pytest.raises(ValueError, match="training.imbalance.method"):
             check(headless)
+
+
+@pytest.mark.slow
+def test_a_resumed_grad_blend_run_goes_on_blending_alike(data_dir: Path, tmp_path: Path) -> None:
+    """The remedy's state (blending weights and their reference) travels in the training checkpoint."""
+    import pandas as pd
+    from test_trust_training import Interrupted, StopAtEpoch, config
+
+    from polymodal.training.fit import train
+
+    blend = {"imbalance": {"method": "grad_blend", "blend_window": 1}}
+    train(config(data_dir, tmp_path / "straight", **blend))
+    with pytest.raises(Interrupted):
+        train(config(data_dir, tmp_path / "resumed", **blend), callbacks=[StopAtEpoch(2)])
+    train(config(data_dir, tmp_path / "resumed", **blend), resume=True)
+
+    def last_weights(run: str) -> list[float]:  # the weights blending used in the last epoch
+        log = pd.read_csv(tmp_path / run / "logs" / "metrics.csv").filter(like="blend_weight_").dropna()
+        return log.iloc[-1].tolist()
+
+    assert last_weights("resumed") == last_weights("straight") != [0.25] * 4
