@@ -107,8 +107,12 @@ def test_export_describes_it_and_preprocess_handles_it_or_says_why_not(name: str
 
 
 @pytest.mark.parametrize("name", TYPES)
-def test_stream_bytes_handling_is_declared(name: str) -> None:
-    assert modality(name).stream in {"file", "text"}
+def test_stream_bytes_and_file_endings_are_declared(name: str) -> None:
+    definition = modality(name)
+    assert definition.stream in {"file", "text"}
+    assert all(e.startswith(".") and e == e.lower() for e in definition.extensions)
+    is_file = isinstance(definition.server, ServerInput) and definition.server.value == "file"
+    assert bool(definition.extensions) == is_file  # a type sent as a file is recognised by its files' endings
 
 
 def test_preprocess_refuses_a_name_that_is_not_a_reader() -> None:

@@ -60,4 +60,5 @@ AUDIO = register(Modality(
     server=ServerInput("file", file_schema("audio"), FILE_FORM),
     describe=describe,
     preprocess=Preprocess("audio", time_axis="mel"),  # log_mel audio files; the reader refuses other settings
+    extensions=(".wav", ".flac", ".mp3", ".ogg"),
 ))

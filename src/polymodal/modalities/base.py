@@ -102,6 +102,7 @@ class Modality:
         preprocess: how the export's standalone preprocessing handles it, or why it cannot.
         stream: how a raw bytes value (a WebDataset member other than json/txt/npy) reaches the processor: as the
             file's bytes, or decoded as UTF-8 text.
+        extensions: file name endings by which `polymodal fit` takes a column of paths for this type (file types).
     """
 
     name: str
@@ -113,6 +114,7 @@ class Modality:
     describe: Callable[[Any, str], str]
     preprocess: Preprocess | Unsupported
     stream: Literal["file", "text"] = "file"
+    extensions: tuple[str, ...] = ()
 
     def processor_class(self) -> Any:
         return resolve(self.processor)

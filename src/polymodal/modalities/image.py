@@ -70,4 +70,5 @@ IMAGE = register(Modality(
     server=ServerInput("file", file_schema("image"), FILE_FORM),
     describe=describe,
     preprocess=Preprocess("image"),
+    extensions=(".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"),
 ))

@@ -50,4 +50,5 @@ VIDEO = register(Modality(
     describe=describe,
     preprocess=Unsupported("decoding video files (PyAV) is not reproduced in the export's numpy preprocessing; "
                            "feed the frames input yourself, as the manifest's description says"),
+    extensions=(".mp4", ".avi", ".mov", ".mkv", ".webm"),
 ))
