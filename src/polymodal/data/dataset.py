@@ -43,6 +43,21 @@ class Decoded:
     def fatal(self) -> list[Problem]:
         return [p for p in self.problems if p.fatal]
 
+    @classmethod
+    def concat(cls, parts: Sequence[Decoded]) -> Decoded:
+        """One Decoded holding the records, problems and counts of several, in order (rows kept as they are)."""
+        out = cls({m: [] for m in parts[0].items}, {m: [] for m in parts[0].items}, [], [])
+        for part in parts:
+            for m in out.items:
+                out.items[m] += part.items[m]
+                out.present[m] += part.present[m]
+            out.targets += part.targets
+            out.rows += part.rows
+            out.problems += part.problems
+            out.skipped += part.skipped
+            out.unlabelled += part.unlabelled
+        return out
+
 
 def build_pipeline(config: Config) -> tuple[dict[str, Processor], Task]:
     """Unfitted processors (one per modality) and the task."""

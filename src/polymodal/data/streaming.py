@@ -46,6 +46,7 @@ from polymodal.data.batch import Batch
 from polymodal.data.dataset import Decoded, MultimodalDataset, decode, first, raise_on_fatal
 from polymodal.data.splits import Table
 from polymodal.errors import DataError, Problem
+from polymodal.modalities import modality
 from polymodal.processors import Processor
 from polymodal.processors.base import Arrays
 from polymodal.tasks import Task
@@ -314,8 +315,9 @@ def make_reader(spec: str, data: DataConfig) -> ShardReader:
 # -- per-record decoding --------------------------------------------------------------------------------
 
 def read_value(proc: Processor, value: Any, root: Path) -> Arrays:
-    """`proc.read`, for tar members too: image and audio processors read file bytes; text bytes are UTF-8."""
-    if isinstance(value, (bytes, bytearray)) and proc.kind == "text":
+    """`proc.read`, for tar members too: bytes reach the processor as the file's bytes, or decoded as UTF-8 where
+    the modality type says so (`Modality.stream`, text)."""
+    if isinstance(value, (bytes, bytearray)) and modality(proc.kind).stream == "text":
         value = bytes(value).decode("utf-8", errors="replace")
     return proc.read(value, root)
 
@@ -361,19 +363,6 @@ def collate(decoded: Decoded, ragged: Mapping[str, bool]) -> Batch:
     return Batch(batch.inputs, batch.present, batch.target, torch.as_tensor(decoded.rows, dtype=torch.long))
 
 
-def concat_decoded(parts: list[Decoded]) -> Decoded:
-    out = Decoded({m: [] for m in parts[0].items}, {m: [] for m in parts[0].items}, [], [])
-    for d in parts:
-        for m in out.items:
-            out.items[m] += d.items[m]
-            out.present[m] += d.present[m]
-        out.targets += d.targets
-        out.rows += d.rows
-        out.problems += d.problems
-        out.skipped += d.skipped
-    return out
-
-
 def decode_all(reader: ShardReader, pipeline: Pipeline, split: str, chunk: int = 1024) -> Decoded:
     """Every record of a (small) split decoded into memory, e.g. the validation set of a streaming run."""
     parts: list[Decoded] = []
@@ -385,7 +374,7 @@ def decode_all(reader: ShardReader, pipeline: Pipeline, split: str, chunk: int =
         parts.append(pipeline.decode(records, range(start, start + len(records)), split, reader.root))
     if not parts or not any(p.rows for p in parts):
         raise ValueError(f"the {split} split has no usable records")
-    return concat_decoded(parts)
+    return Decoded.concat(parts)
 
 
 # -- the iterable dataset -------------------------------------------------------------------------------

@@ -17,10 +17,7 @@ alone about 0.61, and joint training under-trains the image encoder (benchmarks/
 from __future__ import annotations
 
 import hashlib
-import io
-import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +25,9 @@ import pandas as pd
 import soundfile as sf
 from PIL import Image
 
-from polymodal.datasets.staging import publish, staging_dir
+from polymodal.datasets.staging import cache_dir, load_packaged, publish, staging_dir
 
 VERSION = 1
-SOURCE = "av_digits.npz"
 
 
 @dataclass(frozen=True)
@@ -54,20 +50,9 @@ class Degradation:
 IMBALANCED = Degradation(image_noise=0.45, occlusion=(10, 14), snr_db=(15.0, 25.0))
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("POLYMODAL_DATA", Path.home() / ".cache" / "polymodal"))
-
-
 def load_source() -> dict[str, np.ndarray]:
     """The packaged arrays, after checking the file against its shipped checksum."""
-    data_dir = resources.files("polymodal.datasets") / "data"
-    raw = (data_dir / SOURCE).read_bytes()
-    expected = (data_dir / "av_digits.sha256").read_text().split()[0]
-    if hashlib.sha256(raw).hexdigest() != expected:
-        raise RuntimeError(f"{SOURCE} does not match its checksum; reinstall polymodal or rebuild it with "
-                           "scripts/build_av_digits.py")
-    with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files} | {"checksum": np.asarray(expected)}
+    return load_packaged("av_digits")
 
 
 def materialize_av_digits(root: Path | None = None, variant: str = "mnist", seed: int = 0,

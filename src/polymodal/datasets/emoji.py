@@ -17,34 +17,22 @@ image annotation (image -> keywords with task multilabel, image <-> name with ta
 
 from __future__ import annotations
 
-import hashlib
-import io
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from polymodal.datasets.av_digits import cache_dir
-from polymodal.datasets.staging import publish, staging_dir
+from polymodal.datasets.staging import cache_dir, load_packaged, publish, staging_dir
 
 VERSION = 1
-SOURCE = "emoji.npz"
 LANGUAGES = ("en", "de", "fr", "es")
 RATIOS = (0.7, 0.15, 0.15)
 
 
 def load_emoji_source(data_dir: Path | None = None) -> dict[str, np.ndarray]:
     """The packaged arrays, after checking the file against its shipped checksum (`data_dir` for tests)."""
-    folder = data_dir or resources.files("polymodal.datasets") / "data"
-    raw = (folder / SOURCE).read_bytes()
-    expected = (folder / "emoji.sha256").read_text().split()[0]
-    if hashlib.sha256(raw).hexdigest() != expected:
-        raise RuntimeError(f"{SOURCE} does not match its checksum in emoji.sha256; reinstall polymodal or rebuild "
-                           "it with scripts/build_emoji.py")
-    with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files} | {"checksum": np.asarray(expected)}
+    return load_packaged("emoji", data_dir)
 
 
 def materialize_emoji(root: Path | None = None, seed: int = 0, data_dir: Path | None = None) -> Path:

@@ -12,32 +12,21 @@ train/val/test (seeded). `flipped` marks the sarcastic records (the delivery-fli
 
 from __future__ import annotations
 
-import hashlib
 import io
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from polymodal.datasets.av_digits import cache_dir
-from polymodal.datasets.staging import publish, staging_dir
+from polymodal.datasets.staging import cache_dir, load_packaged, publish, staging_dir
 
 VERSION = 1
-SOURCE = "sentiment.npz"
 
 
 def load_source() -> dict[str, np.ndarray]:
     """The packaged arrays, after checking the file against its shipped checksum."""
-    data_dir = resources.files("polymodal.datasets") / "data"
-    raw = (data_dir / SOURCE).read_bytes()
-    expected = (data_dir / "sentiment.sha256").read_text().split()[0]
-    if hashlib.sha256(raw).hexdigest() != expected:
-        raise RuntimeError(f"{SOURCE} does not match its checksum; reinstall polymodal or rebuild it with "
-                           "scripts/build_sentiment.py")
-    with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files} | {"checksum": np.asarray(expected)}
+    return load_packaged("sentiment")
 
 
 def materialize_sentiment(root: Path | None = None, seed: int = 0) -> Path:

@@ -1,4 +1,5 @@
-"""Writing a built-in dataset's folder so that a reader never sees half of it, even with several processes.
+"""What the built-in datasets share: where they are written, their packaged sources (checked against the shipped
+checksum), and writing a dataset's folder so that a reader never sees half of it, even with several processes.
 
 Each process writes into a staging folder of its own beside the final one and moves it into place when it is
 complete. A process that finishes second keeps the copy already there: removing it could pull files from under
@@ -7,10 +8,34 @@ a reader of the first.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import shutil
 import uuid
+from importlib import resources
+from importlib.abc import Traversable
 from pathlib import Path
+
+import numpy as np
+
+
+def cache_dir() -> Path:
+    """Where built-in datasets are written: $POLYMODAL_DATA, default ~/.cache/polymodal."""
+    return Path(os.environ.get("POLYMODAL_DATA", Path.home() / ".cache" / "polymodal"))
+
+
+def load_packaged(name: str, folder: Path | Traversable | None = None) -> dict[str, np.ndarray]:
+    """The arrays of the packaged `<name>.npz` (in `folder`, default the package's data folder), after checking the
+    file against its shipped `<name>.sha256`; the checksum is returned too, under "checksum"."""
+    folder = folder or resources.files("polymodal.datasets") / "data"
+    raw = (folder / f"{name}.npz").read_bytes()
+    expected = (folder / f"{name}.sha256").read_text().split()[0]
+    if hashlib.sha256(raw).hexdigest() != expected:
+        raise RuntimeError(f"{name}.npz does not match its checksum in {name}.sha256; reinstall polymodal or rebuild "
+                           f"it with scripts/build_{name}.py")
+    with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files} | {"checksum": np.asarray(expected)}
 
 
 def staging_dir(root: Path) -> Path:

@@ -49,7 +49,7 @@ from typing import Literal, get_args
 import numpy as np
 import pandas as pd
 
-from polymodal.datasets.av_digits import cache_dir
+from polymodal.datasets.staging import cache_dir
 
 Regime = Literal["redundancy", "uniqueness", "synergy"]
 REGIMES: tuple[str, ...] = get_args(Regime)

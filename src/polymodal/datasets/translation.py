@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from polymodal.datasets.av_digits import cache_dir
 from polymodal.datasets.emoji import materialize_emoji
-from polymodal.datasets.staging import publish, staging_dir
+from polymodal.datasets.staging import cache_dir, publish, staging_dir
 
 VERSION = 2
 MASK = "___"

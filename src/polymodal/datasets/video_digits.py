@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from polymodal.datasets.av_digits import _stratified_split, _voice_split, cache_dir, load_source
-from polymodal.datasets.staging import publish, staging_dir
+from polymodal.datasets.av_digits import _stratified_split, _voice_split, load_source
+from polymodal.datasets.staging import cache_dir, publish, staging_dir
 
 VERSION = 1
 FRAMES, FPS, SIZE, DIGIT = 16, 16, 32, 16

@@ -24,8 +24,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from polymodal.datasets.av_digits import cache_dir
-from polymodal.datasets.staging import publish, staging_dir
+from polymodal.datasets.staging import cache_dir, publish, staging_dir
 
 VERSION = 1
 SIZE = 64

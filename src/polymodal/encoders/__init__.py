@@ -12,20 +12,12 @@ from polymodal.encoders import (  # noqa: F401  (registration)
 )
 from polymodal.encoders.base import ENCODERS, Encoder
 from polymodal.layers import EncoderOutput
-
-DEFAULT_ENCODERS = {
-    "image": "image_cnn",
-    "text": "text_gru",
-    "audio": "audio_cnn",
-    "tabular": "tabular_mlp",
-    "vector": "vector_mlp",
-    "sequence": "sequence_gru",
-    "video": "video_cnn_pool",
-}
+from polymodal.modalities import modality
 
 
 def default_encoder(modality_type: str) -> str:
-    return DEFAULT_ENCODERS[modality_type]
+    """The name of the default encoder of a modality type (its `polymodal.modalities` entry)."""
+    return modality(modality_type).encoder.name
 
 
 __all__ = ["ENCODERS", "Encoder", "EncoderOutput", "default_encoder"]

@@ -15,23 +15,36 @@ def transformer_stack(width: int, heads: int, layers: int, dropout: float) -> nn
                                        activation="gelu", batch_first=True, norm_first=True)
     return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
-class _TransformerEncoder(Encoder):
-    def __init__(self, embed: nn.Module, out_dim: int, layers: int, heads: int, max_length: int,
-                 dropout: float) -> None:
-        super().__init__()
-        self.embed = embed
+
+class PositionalTransformer(Encoder):
+    """Base of the encoders that add learned positions to (B, T, D) tokens, run `transformer_stack` over them and
+    pool by masked mean (text, sequence and video Transformers). Subclasses call `init_stack` after building their
+    embedding (so parameters are created in that order) and `contextualize` in `forward`."""
+
+    def init_stack(self, out_dim: int, layers: int, heads: int, max_length: int, dropout: float) -> None:
         self.pos = nn.Parameter(torch.zeros(1, max_length, out_dim))
         nn.init.trunc_normal_(self.pos, std=0.02)
         self.blocks = transformer_stack(out_dim, heads, layers, dropout)
         self.norm = nn.LayerNorm(out_dim)
         self.out_dim = out_dim
 
+    def contextualize(self, x: Tensor, mask: Tensor) -> EncoderOutput:
+        """Tokens x (B, T, D) with their padding mask (B, T), T <= max_length -> contextual tokens and their mean."""
+        tokens = self.norm(self.blocks(x + self.pos[:, : x.shape[1]], src_key_padding_mask=~mask))  # (B, T, D)
+        return EncoderOutput(pooled=masked_mean(tokens, mask), tokens=tokens, mask=mask)
+
+
+class _TransformerEncoder(PositionalTransformer):
+    def __init__(self, embed: nn.Module, out_dim: int, layers: int, heads: int, max_length: int,
+                 dropout: float) -> None:
+        super().__init__()
+        self.embed = embed
+        self.init_stack(out_dim, layers, heads, max_length, dropout)
+
     def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
         key = "ids" if "ids" in inputs else "values"
         mask = inputs["mask"][:, : self.pos.shape[1]]  # (B, T)
-        x = self.embed(inputs[key][:, : self.pos.shape[1]]) + self.pos[:, : mask.shape[1]]  # (B, T, D)
-        tokens = self.norm(self.blocks(x, src_key_padding_mask=~mask))
-        return EncoderOutput(pooled=masked_mean(tokens, mask), tokens=tokens, mask=mask)
+        return self.contextualize(self.embed(inputs[key][:, : self.pos.shape[1]]), mask)
 
 
 @ENCODERS.register("text_transformer")

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from polymodal.encoders.base import ENCODERS, Encoder
 from polymodal.encoders.cnn import ImageCNN
-from polymodal.encoders.transformer import transformer_stack
+from polymodal.encoders.transformer import PositionalTransformer
 from polymodal.layers import EncoderOutput, masked_mean
 
 
@@ -81,7 +81,7 @@ class VideoCNNPool(Encoder):
 
 
 @ENCODERS.register("video_transformer")
-class VideoTransformer(Encoder):
+class VideoTransformer(PositionalTransformer):
     """Per-frame image CNN + learned frame positions + pre-norm Transformer over time; pooled by masked mean.
 
     Args:
@@ -100,15 +100,9 @@ class VideoTransformer(Encoder):
                  heads: int = 4, max_frames: int = 64, motion: bool = True, dropout: float = 0.1) -> None:
         super().__init__()
         self.frames = FrameEncoder(in_channels, out_dim, width, blocks, motion)
-        self.pos = nn.Parameter(torch.zeros(1, max_frames, out_dim))
-        nn.init.trunc_normal_(self.pos, std=0.02)
-        self.blocks = transformer_stack(out_dim, heads, layers, dropout)
-        self.norm = nn.LayerNorm(out_dim)
-        self.out_dim = out_dim
+        self.init_stack(out_dim, layers, heads, max_frames, dropout)
 
     def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
         t = min(inputs["mask"].shape[1], self.pos.shape[1])
         mask = inputs["mask"][:, :t]  # (B, T)
-        x = self.frames(inputs["frames"][:, :t], mask) + self.pos[:, :t]  # (B, T, D)
-        tokens = self.norm(self.blocks(x, src_key_padding_mask=~mask))  # (B, T, D)
-        return EncoderOutput(pooled=masked_mean(tokens, mask), tokens=tokens, mask=mask)
+        return self.contextualize(self.frames(inputs["frames"][:, :t], mask), mask)

@@ -5,26 +5,27 @@ string, the dict of tabular values, the float array), so the processor's own `fe
 corrupted signal exactly as it prepares a clean one. Call one as `CORRUPTIONS[kind][name](raw, severity, rng,
 stats)`, or `corrupt(processor, name, raw, severity, rng)`, which passes the processor's fitted statistics.
 
-Parameters per severity 1..5 (severity 0 always returns the input unchanged):
+This module holds the kernels; which corruptions a modality type has, and each one's parameter at severities 1..5
+(severity 0 always returns the input unchanged), are part of that type's definition in `polymodal.modalities`:
 
-| kind     | name            | parameter                                      |    1 |    2 |    3 |    4 |    5 |
-|----------|-----------------|------------------------------------------------|------|------|------|------|------|
-| image    | gaussian_noise  | noise std, fraction of the 0..255 range        | 0.04 | 0.08 | 0.12 | 0.18 | 0.26 |
-| image    | blur            | Gaussian sigma, fraction of the shorter side   | 0.01 | 0.02 | 0.03 | 0.05 | 0.08 |
-| image    | occlusion       | area of one square of the image's mean colour  | 0.05 | 0.10 | 0.20 | 0.35 | 0.50 |
-| image    | contrast        | factor towards the per-channel mean            | 0.60 | 0.45 | 0.30 | 0.20 | 0.10 |
-| audio    | noise           | signal-to-noise ratio of white noise, dB       |   20 |   10 |    5 |    0 |   -5 |
-| audio    | clipping        | clip level, fraction of the peak amplitude     | 0.80 | 0.50 | 0.30 | 0.15 | 0.05 |
-| audio    | time_mask       | fraction of the duration silenced (one span)   | 0.10 | 0.20 | 0.30 | 0.45 | 0.60 |
-| text     | word_dropout    | P(drop) per word (one word always kept)        | 0.10 | 0.20 | 0.30 | 0.45 | 0.60 |
-| text     | typos           | P(typo) per character                          | 0.02 | 0.05 | 0.10 | 0.15 | 0.25 |
-| text     | word_swap       | P(swap with the next word) per word            | 0.10 | 0.20 | 0.30 | 0.45 | 0.60 |
-| tabular  | gaussian_noise  | noise std on numeric columns, fitted-std units | 0.10 | 0.25 | 0.50 | 0.75 | 1.00 |
-| tabular  | feature_dropout | P(set to missing) per column                   | 0.10 | 0.20 | 0.30 | 0.45 | 0.60 |
-| vector   | gaussian_noise  | noise std, in fitted-std units                 | 0.10 | 0.25 | 0.50 | 0.75 | 1.00 |
-| vector   | feature_dropout | P(set to its mean) per feature                 | 0.10 | 0.20 | 0.30 | 0.45 | 0.60 |
-| sequence | time_mask       | fraction of steps set to the mean (one span)   | 0.10 | 0.20 | 0.30 | 0.45 | 0.60 |
-| sequence | gaussian_noise  | noise std, in fitted-std units                 | 0.10 | 0.25 | 0.50 | 0.75 | 1.00 |
+| kind     | name            | parameter                                      |
+|----------|-----------------|------------------------------------------------|
+| image    | gaussian_noise  | noise std, fraction of the 0..255 range        |
+| image    | blur            | Gaussian sigma, fraction of the shorter side   |
+| image    | occlusion       | area of one square of the image's mean colour  |
+| image    | contrast        | factor towards the per-channel mean            |
+| audio    | noise           | signal-to-noise ratio of white noise, dB       |
+| audio    | clipping        | clip level, fraction of the peak amplitude     |
+| audio    | time_mask       | fraction of the duration silenced (one span)   |
+| text     | word_dropout    | P(drop) per word (one word always kept)        |
+| text     | typos           | P(typo) per character                          |
+| text     | word_swap       | P(swap with the next word) per word            |
+| tabular  | gaussian_noise  | noise std on numeric columns, fitted-std units |
+| tabular  | feature_dropout | P(set to missing) per column                   |
+| vector   | gaussian_noise  | noise std, in fitted-std units                 |
+| vector   | feature_dropout | P(set to its mean) per feature                 |
+| sequence | time_mask       | fraction of steps set to the mean (one span)   |
+| sequence | gaussian_noise  | noise std, in fitted-std units                 |
 
 Without fitted statistics, tabular noise is relative (std = level x |value|), vector/sequence noise uses the
 record's own std, and dropped or masked features become 0 instead of the mean.
@@ -39,13 +40,14 @@ superset of what a lower one does (same noise sample scaled up, same mask grown,
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from polymodal.modalities import modality, modality_types, resolve
 from polymodal.processors.audio import Waveform
 from polymodal.processors.base import Processor, is_empty
 
@@ -86,16 +88,6 @@ class Corruption:
         return raw if severity == 0 else self.fn(raw, self.levels[severity - 1], rng, stats)
 
 
-CORRUPTIONS: dict[str, dict[str, Corruption]] = {}
-
-
-def register(kind: str, name: str, levels: Sequence[float]) -> Callable[[CorruptionFn], CorruptionFn]:
-    def add(fn: CorruptionFn) -> CorruptionFn:
-        CORRUPTIONS.setdefault(kind, {})[name] = Corruption(kind, name, fn, tuple(levels))
-        return fn
-    return add
-
-
 def record_rng(seed: int, record: int) -> np.random.Generator:
     """The generator of one record: a pure function of (seed, record), the same for each of its modalities."""
     return np.random.default_rng([seed % 2**63, record % 2**63])
@@ -123,20 +115,17 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-@register("image", "gaussian_noise", (0.04, 0.08, 0.12, 0.18, 0.26))
 def image_noise(raw: np.ndarray, std: float, rng: np.random.Generator, stats: FeatureStats | None) -> np.ndarray:
     z = rng.standard_normal(raw.shape)
     return _to_uint8(raw + std * 255.0 * z)
 
 
-@register("image", "blur", (0.01, 0.02, 0.03, 0.05, 0.08))
 def image_blur(raw: np.ndarray, sigma: float, rng: np.random.Generator, stats: FeatureStats | None) -> np.ndarray:
     s = sigma * min(raw.shape[:2])
     sigmas = (s, s) if raw.ndim == 2 else (s, s, 0.0)  # separable Gaussian over rows and columns only
     return _to_uint8(gaussian_filter(raw.astype(np.float64), sigmas, mode="reflect"))
 
 
-@register("image", "occlusion", (0.05, 0.10, 0.20, 0.35, 0.50))
 def image_occlusion(raw: np.ndarray, area: float, rng: np.random.Generator, stats: FeatureStats | None) -> np.ndarray:
     uy, ux = rng.random(2)
     h, w = raw.shape[:2]
@@ -147,7 +136,6 @@ def image_occlusion(raw: np.ndarray, area: float, rng: np.random.Generator, stat
     return out
 
 
-@register("image", "contrast", (0.60, 0.45, 0.30, 0.20, 0.10))
 def image_contrast(raw: np.ndarray, factor: float, rng: np.random.Generator, stats: FeatureStats | None) -> np.ndarray:
     mean = raw.mean(axis=(0, 1), keepdims=True)
     return _to_uint8(mean + factor * (raw - mean))
@@ -155,7 +143,6 @@ def image_contrast(raw: np.ndarray, factor: float, rng: np.random.Generator, sta
 
 # ---- audio: Waveform(samples (N,), rate) ------------------------------------------------------------------------
 
-@register("audio", "noise", (20.0, 10.0, 5.0, 0.0, -5.0))
 def audio_noise(raw: Waveform, snr_db: float, rng: np.random.Generator, stats: FeatureStats | None) -> Waveform:
     x = raw.samples.astype(np.float64)
     z = rng.standard_normal(x.shape)
@@ -164,13 +151,11 @@ def audio_noise(raw: Waveform, snr_db: float, rng: np.random.Generator, stats: F
     return Waveform((x + z * math.sqrt(power / 10 ** (snr_db / 10))).astype(np.float32), raw.rate)
 
 
-@register("audio", "clipping", (0.80, 0.50, 0.30, 0.15, 0.05))
 def audio_clipping(raw: Waveform, level: float, rng: np.random.Generator, stats: FeatureStats | None) -> Waveform:
     limit = level * float(np.abs(raw.samples).max())
     return Waveform(np.clip(raw.samples, -limit, limit).astype(np.float32), raw.rate)
 
 
-@register("audio", "time_mask", (0.10, 0.20, 0.30, 0.45, 0.60))
 def audio_time_mask(raw: Waveform, fraction: float, rng: np.random.Generator,
                     stats: FeatureStats | None) -> Waveform:
     out = raw.samples.astype(np.float32, copy=True)
@@ -183,7 +168,6 @@ def audio_time_mask(raw: Waveform, fraction: float, rng: np.random.Generator,
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
-@register("text", "word_dropout", (0.10, 0.20, 0.30, 0.45, 0.60))
 def text_word_dropout(raw: str, p: float, rng: np.random.Generator, stats: FeatureStats | None) -> str:
     words = raw.split()
     u = rng.random(len(words))
@@ -191,7 +175,6 @@ def text_word_dropout(raw: str, p: float, rng: np.random.Generator, stats: Featu
     return " ".join(kept) if kept else (words[int(u.argmax())] if words else raw)
 
 
-@register("text", "typos", (0.02, 0.05, 0.10, 0.15, 0.25))
 def text_typos(raw: str, p: float, rng: np.random.Generator, stats: FeatureStats | None) -> str:
     """Each non-space character, with probability p: substituted, deleted, followed by an inserted letter, or
     swapped with the next character."""
@@ -216,7 +199,6 @@ def text_typos(raw: str, p: float, rng: np.random.Generator, stats: FeatureStats
     return typed if typed.strip() else raw
 
 
-@register("text", "word_swap", (0.10, 0.20, 0.30, 0.45, 0.60))
 def text_word_swap(raw: str, p: float, rng: np.random.Generator, stats: FeatureStats | None) -> str:
     """Left to right, each word not yet moved is swapped with the next with probability p (disjoint pairs)."""
     words = raw.split()
@@ -237,7 +219,6 @@ def _is_number(value: Any) -> bool:
         and not is_empty(value) and math.isfinite(float(value))
 
 
-@register("tabular", "gaussian_noise", (0.10, 0.25, 0.50, 0.75, 1.00))
 def tabular_noise(raw: dict[str, Any], std: float, rng: np.random.Generator,
                   stats: FeatureStats | None) -> dict[str, Any]:
     z = rng.standard_normal(len(raw))
@@ -250,7 +231,6 @@ def tabular_noise(raw: dict[str, Any], std: float, rng: np.random.Generator,
     return out
 
 
-@register("tabular", "feature_dropout", (0.10, 0.20, 0.30, 0.45, 0.60))
 def tabular_dropout(raw: dict[str, Any], p: float, rng: np.random.Generator,
                     stats: FeatureStats | None) -> dict[str, Any]:
     u = rng.random(len(raw))
@@ -272,22 +252,31 @@ def _feature_mean(x: np.ndarray, stats: FeatureStats | None) -> np.ndarray:
     return np.zeros(x.shape[-1])
 
 
-@register("vector", "gaussian_noise", (0.10, 0.25, 0.50, 0.75, 1.00))
-@register("sequence", "gaussian_noise", (0.10, 0.25, 0.50, 0.75, 1.00))
 def array_noise(raw: np.ndarray, std: float, rng: np.random.Generator, stats: FeatureStats | None) -> np.ndarray:
     z = rng.standard_normal(raw.shape)
     return (raw + std * _feature_std(raw, stats) * z).astype(np.float32)  # stats broadcast over the last axis
 
 
-@register("vector", "feature_dropout", (0.10, 0.20, 0.30, 0.45, 0.60))
 def vector_dropout(raw: np.ndarray, p: float, rng: np.random.Generator, stats: FeatureStats | None) -> np.ndarray:
     drop = rng.random(raw.shape) < p
     return np.where(drop, _feature_mean(raw, stats), raw).astype(np.float32)
 
 
-@register("sequence", "time_mask", (0.10, 0.20, 0.30, 0.45, 0.60))
 def sequence_time_mask(raw: np.ndarray, fraction: float, rng: np.random.Generator,
                        stats: FeatureStats | None) -> np.ndarray:
     out = raw.astype(np.float32, copy=True)
     out[span(out.shape[0], fraction, rng.random())] = _feature_mean(raw, stats)
     return out
+
+
+def corruption_table() -> dict[str, dict[str, Corruption]]:
+    """Every modality type's corruptions, by type and name, as its `polymodal.modalities` entry declares them."""
+    table = {}
+    for kind in modality_types():
+        parts = modality(kind).corruption_parts()
+        if parts:
+            table[kind] = {p.name: Corruption(kind, p.name, resolve(p.fn), p.levels) for p in parts}
+    return table
+
+
+CORRUPTIONS: dict[str, dict[str, Corruption]] = corruption_table()  # built once the kernels above are defined

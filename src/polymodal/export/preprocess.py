@@ -227,10 +227,12 @@ def sequence_blank(spec: Mapping[str, Any], state: Mapping[str, Any]) -> Arrays:
     return {"values": standardized(np.zeros((1, state["dim"]), dtype=np.float32), state)}
 
 
-READERS = {"image": (image, image_blank), "audio": (audio, audio_blank), "text": (text, text_blank),
-           "tabular": (tabular, tabular_blank), "vector": (vector, vector_blank),
-           "sequence": (sequence, sequence_blank)}
-RAGGED = {"audio": "mel", "text": "ids", "sequence": "values"}  # modality type -> the key with a time axis
+def readers(name: str) -> tuple[Any, Any]:
+    """The functions `name` and `name_blank` of this file (the manifest names them per modality)."""
+    found = globals().get(name), globals().get(f"{name}_blank")
+    if not all(callable(f) and getattr(f, "__module__", None) == __name__ for f in found):
+        raise NotImplementedError(f"preprocess.py has no reader {name!r}")
+    return found
 
 
 # --------------------------------------------------------------------------------------------------- batches
@@ -256,20 +258,22 @@ class Preprocessor:
 
     def _modality(self, m: str, records: Sequence[Mapping[str, Any]], root: Path) -> Arrays:
         entry = self.manifest["modalities"][m]
-        kind, spec, state = entry["type"], entry["spec"], self.state[m]
-        if kind not in READERS:
-            raise NotImplementedError(f"preprocess.py does not handle {kind} inputs ({m!r})")
-        read, blank = READERS[kind]
+        plan, spec, state = entry["preprocess"], entry["spec"], self.state[m]
+        if "unsupported" in plan:
+            raise NotImplementedError(f"preprocess.py does not handle {entry['type']} inputs ({m!r}): "
+                                      f"{plan['unsupported']}")
+        read, blank = readers(plan["reader"])
+        columns = plan["columns"]
         items, present = [], []
         for i, record in enumerate(records):
-            value = {c: record.get(c) for c in entry["fields"]} if kind == "tabular" else record.get(entry["fields"][0])
-            missing = all(map(is_empty, value.values())) if kind == "tabular" else is_empty(value)
+            value = {c: record.get(c) for c in entry["fields"]} if columns else record.get(entry["fields"][0])
+            missing = all(map(is_empty, value.values())) if columns else is_empty(value)
             try:
                 items.append(blank(spec, state) if missing else read(value, root, spec, state))
             except Exception as err:
                 raise ValueError(f"record {i}, modality {m!r}: {err}") from err
             present.append(not missing)
-        out = _stack(items, RAGGED.get(kind))
+        out = _stack(items, plan["time_axis"])
         out["present"] = np.asarray(present, dtype=bool)
         return out
 

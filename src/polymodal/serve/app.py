@@ -34,7 +34,6 @@ from polymodal.serve.backends import build_backend
 from polymodal.serve.batching import MicroBatcher, QueueFull
 from polymodal.serve.guard import finite_results, safe_text
 from polymodal.serve.inputs import (
-    FILE_KINDS,
     InputField,
     Problem,
     RequestError,
@@ -222,7 +221,7 @@ async def parse_form(request: Request, fields: dict[str, InputField], limit: int
             problems.append(Problem(0, key, "given more than once; one value per field"))
         value = values[0]
         record[key] = await value.read() if isinstance(value, UploadFile) else value
-        if isinstance(value, UploadFile) and key in fields and fields[key].kind not in FILE_KINDS:
+        if isinstance(value, UploadFile) and key in fields and not fields[key].is_file:
             record[key] = record[key].decode("utf-8", errors="replace")
     if problems:
         raise RequestError(400, problems)
@@ -368,25 +367,9 @@ _ERROR_DOCS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _field_schema(spec: InputField, multipart: bool) -> dict[str, Any]:
-    if spec.kind in FILE_KINDS:
-        return {"type": "string", "format": "binary"} if multipart else {
-            "type": ["string", "null"], "contentEncoding": "base64", "description": f"{spec.kind}: base64 or data URL"}
-    if spec.kind == "text":
-        return {"type": ["string", "null"]}
-    if spec.kind == "number":
-        return {"type": ["number", "null"]}
-    if spec.kind == "category":
-        return {"type": ["string", "null"], **({"examples": list(spec.choices[:5])} if spec.choices else {})}
-    if multipart:
-        return {"type": "string", "description": "JSON list of numbers"}
-    return {"type": ["array", "null"], "items": {"type": "number"} if spec.kind == "vector" else
-            {"type": "array", "items": {"type": "number"}}}
-
-
 def _request_body_doc(fields: dict[str, InputField], settings: ServeSettings) -> dict[str, Any]:
     record = {"type": "object", "additionalProperties": False,
-              "properties": {n: _field_schema(f, False) for n, f in fields.items()}}
+              "properties": {n: f.schema(multipart=False) for n, f in fields.items()}}
     return {"required": True, "content": {
         "application/json": {"schema": {
             "type": "object", "required": ["records"], "additionalProperties": False,
@@ -394,5 +377,5 @@ def _request_body_doc(fields: dict[str, InputField], settings: ServeSettings) ->
                                        "maxItems": settings.max_records},
                            "explain": {"type": "boolean"}}}},
         "multipart/form-data": {"schema": {
-            "type": "object", "properties": {n: _field_schema(f, True) for n, f in fields.items()}}},
+            "type": "object", "properties": {n: f.schema(multipart=True) for n, f in fields.items()}}},
     }}

@@ -21,27 +21,37 @@ import numpy as np
 from polymodal.config import Config
 from polymodal.data.dataset import Decoded
 from polymodal.errors import RecordError
+from polymodal.modalities import Columns, ServerInput, modality
 from polymodal.processors import Processor
 from polymodal.processors.base import Arrays, is_empty
-from polymodal.processors.tabular import TabularProcessor
 
-FILE_KINDS = ("image", "audio", "video")
 _FLOAT32_MAX = 3.4028234663852886e38
 _NOWHERE = Path("/nonexistent-polymodal-serve-root")  # processors never get a path to resolve against it
 
 
 @dataclass(frozen=True)
 class InputField:
-    """One key of a request record: which modality it feeds and what kind of value it takes."""
+    """One key of a request record: which modality it feeds, what kind of value it takes and how it is received
+    (the modality type's `ServerInput`)."""
 
     name: str
     modality: str
-    kind: str  # image | audio | video | text | number | category | vector | sequence
+    kind: str  # the modality type (image, text ...), or number | category for a tabular column
+    how: ServerInput
     choices: tuple[str, ...] = ()  # known categories (kind category)
+
+    @property
+    def is_file(self) -> bool:
+        return self.how.value == "file"
+
+    def schema(self, multipart: bool) -> dict[str, Any]:
+        """The field's JSON Schema in a JSON record or a multipart form."""
+        out = self.how.form_schema() if multipart else dict(self.how.schema)
+        return {**out, "examples": list(self.choices[:5])} if self.choices else out
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "type": self.kind}
-        if self.kind in FILE_KINDS:
+        if self.is_file:
             out["encoding"] = "base64 string or data URL (JSON), or a file upload (multipart)"
         if self.choices:
             out["choices"] = list(self.choices)
@@ -77,14 +87,16 @@ def input_fields(config: Config, processors: Mapping[str, Processor]) -> dict[st
     """Every record key the run reads, by name."""
     fields: dict[str, InputField] = {}
     for m, proc in processors.items():
-        if isinstance(proc, TabularProcessor):
+        how = modality(proc.kind).server
+        if isinstance(how, Columns):
             for col in proc.spec.numeric:
-                fields[col] = InputField(col, m, "number")
+                fields[col] = InputField(col, m, "number", how.numeric)
             for col in proc.spec.categorical:
-                fields[col] = InputField(col, m, "category", tuple(proc.categories.get(col, [])))
+                fields[col] = InputField(col, m, "category", how.categorical,
+                                         tuple(getattr(proc, "categories", {}).get(col, [])))
         else:
             name = config.field_of(m)
-            fields[name] = InputField(name, m, proc.kind)
+            fields[name] = InputField(name, m, proc.kind, how)
     return fields
 
 
@@ -105,19 +117,20 @@ def coerce(spec: InputField, value: Any) -> Any:
     """The value a processor reads for one field (None = missing); raise RecordError for a wrong type."""
     if value is None or (isinstance(value, (str, bytes, list)) and is_empty(value)):
         return None
-    if spec.kind in FILE_KINDS:
+    how = spec.how.value
+    if how == "file":
         if isinstance(value, (bytes, bytearray)):
             return bytes(value)
         if not isinstance(value, str):
             raise RecordError(f"expected a base64 string for {spec.kind}, got {type(value).__name__}")
         return file_bytes(value) or None
-    if spec.kind == "text":
+    if how == "text":
         if not isinstance(value, str):
             raise RecordError(f"expected a string, got {type(value).__name__}")
         return value
-    if spec.kind == "number":
+    if how == "number":
         return _number(value)
-    if spec.kind == "category":
+    if how == "category":
         if not isinstance(value, (str, int)) or isinstance(value, bool):
             raise RecordError(f"expected a category (string), got {type(value).__name__}")
         return str(value)
@@ -209,7 +222,7 @@ def _read_record(i: int, values: dict[str, Any], processors: Mapping[str, Proces
     problems: list[Problem] = []
     for m, proc in processors.items():
         names = [f.name for f in fields.values() if f.modality == m]
-        raw = {n: values[n] for n in names} if isinstance(proc, TabularProcessor) else values[names[0]]
+        raw = {n: values[n] for n in names} if isinstance(modality(proc.kind).server, Columns) else values[names[0]]
         where = names[0] if len(names) == 1 else m
         items[m], present[m] = proc.blank(), False
         if proc.is_missing(raw):
@@ -235,11 +248,7 @@ def _check_finite(item: Arrays, kind: str) -> None:
 
 
 def merge(parts: Sequence[Decoded]) -> Decoded:
-    """One Decoded holding the records of several requests, in order."""
-    out = Decoded({m: [] for m in parts[0].items}, {m: [] for m in parts[0].items}, [], [])
-    for part in parts:
-        for m in out.items:
-            out.items[m] += part.items[m]
-            out.present[m] += part.present[m]
-    out.rows = list(range(sum(len(p.rows) for p in parts)))
+    """One Decoded holding the records of several requests, in order, numbered from 0."""
+    out = Decoded.concat(parts)
+    out.rows = list(range(len(out.rows)))
     return out

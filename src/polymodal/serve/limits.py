@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from polymodal.processors import Processor
-from polymodal.serve.inputs import FILE_KINDS, InputField, Problem, RequestError
+from polymodal.serve.inputs import InputField, Problem, RequestError
 
 T = TypeVar("T")
 MB = 1024 * 1024
@@ -185,7 +185,7 @@ def check_files(values: Sequence[Mapping[str, Any]], fields: Mapping[str, InputF
     for i, record in enumerate(values):
         for name, spec in fields.items():
             data = record.get(name)
-            if spec.kind not in FILE_KINDS or not isinstance(data, bytes):
+            if not spec.is_file or not isinstance(data, bytes):
                 continue
             try:
                 total += file_cost(spec, processors[spec.modality], data, limits)

@@ -3,8 +3,10 @@ and the split logic those layouts share."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -27,3 +29,14 @@ def split_tables(data: DataConfig, label_field: str | None, read: Callable[[Path
     path = Path(data.source)  # type: ignore[arg-type]
     parts = split_frame(read(path, None), data.split, label_field)
     return {s: Table(part, where(path, None), s) for s, part in parts.items()}
+
+
+def read_json(path: Path, what: str, error: type[ValueError]) -> Any:
+    """The parsed JSON file at `path`: FileNotFoundError naming the `what` file if there is none, `error` if it is
+    not valid JSON (each format then checks the document's shape)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {str(path)!r} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise error(f"{path}: not valid JSON ({err})") from None

@@ -21,7 +21,6 @@ or `train:` / `val:` with one JSON per split. Malformed files stop with an error
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,9 @@ from typing import Any
 import pandas as pd
 
 from polymodal.config import CocoConfig, DataConfig
-from polymodal.data.formats.base import FORMATS, split_tables
-from polymodal.data.splits import Table
+from polymodal.data.formats.base import FORMATS, read_json, split_tables
 from polymodal.data.paths import is_inside
+from polymodal.data.splits import Table
 
 COLUMNS = ["image_id", "image", "width", "height", "caption", "captions", "tags"]
 
@@ -63,12 +62,7 @@ def read_coco(path: str | Path, options: CocoConfig | None = None) -> pd.DataFra
 
 
 def _load(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO file {str(path)!r} does not exist")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise CocoError(f"{path}: not valid JSON ({err})") from None
+    doc = read_json(path, "COCO", CocoError)
     if not isinstance(doc, dict):
         raise CocoError(f"{path}: expected a JSON object with 'images' and 'annotations', got {type(doc).__name__}")
     if not isinstance(doc.get("images"), list):

@@ -34,9 +34,9 @@ from typing import Any
 import pandas as pd
 
 from polymodal.config import DataConfig, VqaConfig
-from polymodal.data.formats.base import FORMATS, split_tables
-from polymodal.data.splits import Table
+from polymodal.data.formats.base import FORMATS, read_json, split_tables
 from polymodal.data.paths import is_inside
+from polymodal.data.splits import Table
 
 COLUMNS = ["question_id", "image_id", "image", "question", "answers", "answer", "answer_type", "question_type"]
 
@@ -67,12 +67,7 @@ def read_vqa(path: str | Path, options: VqaConfig | None = None, split: str = "t
 
 
 def _load(path: Path, key: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"VQA {key} file {str(path)!r} does not exist")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise VqaError(f"{path}: not valid JSON ({err})") from None
+    doc = read_json(path, f"VQA {key}", VqaError)
     if not isinstance(doc, dict) or not isinstance(doc.get(key), list):
         raise VqaError(f"{path}: no {key!r} list at the top level; a VQA {key} file is {{{key!r}: [...]}}")
     return doc

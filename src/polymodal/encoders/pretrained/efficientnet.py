@@ -13,10 +13,8 @@ from polymodal.encoders.base import ENCODERS
 from polymodal.encoders.pretrained.common import FeatureMapEncoder
 from polymodal.encoders.pretrained.weights import (
     EFFICIENTNET_LITE0,
-    adapt_first_conv,
-    load_into,
-    load_state_dict,
-    resolve,
+    conv_for_channels,
+    load_pretrained,
     unavailable,
 )
 
@@ -89,10 +87,7 @@ class _Features(nn.Module):
 
 def load_efficientnet_lite0(weights: str | None = None) -> EfficientNetLite0:
     """The ImageNet EfficientNet-Lite0 from a local state dict or the weight package."""
-    path = resolve(weights, EFFICIENTNET_LITE0)
-    net = EfficientNetLite0()
-    load_into(net, load_state_dict(path), path)
-    return net
+    return load_pretrained(EfficientNetLite0, weights, EFFICIENTNET_LITE0)
 
 
 @ENCODERS.register("efficientnet_lite0")
@@ -110,10 +105,7 @@ class EfficientNetLite0Encoder(FeatureMapEncoder):
                  pretrained: bool = True) -> None:
         super().__init__()
         net = load_efficientnet_lite0(weights) if pretrained else EfficientNetLite0()
-        if in_channels != 3:
-            adapted = nn.Conv2d(in_channels, 32, 3, 2, 1, bias=False)
-            adapted.weight.data.copy_(adapt_first_conv(net._conv_stem.weight.data, in_channels))
-            net._conv_stem = adapted
+        net._conv_stem = conv_for_channels(net._conv_stem, in_channels)
         self.backbone = _Features(net)
         self.width = 1280
         self.finish(out_dim)

@@ -13,10 +13,8 @@ from polymodal.encoders.base import ENCODERS
 from polymodal.encoders.pretrained.common import FeatureMapEncoder
 from polymodal.encoders.pretrained.weights import (
     MOBILENET_V2,
-    adapt_first_conv,
-    load_into,
-    load_state_dict,
-    resolve,
+    conv_for_channels,
+    load_pretrained,
     unavailable,
 )
 
@@ -67,10 +65,7 @@ class MobileNetV2(nn.Module):
 
 def load_mobilenet_v2(weights: str | None = None) -> MobileNetV2:
     """The ImageNet MobileNetV2 from a local state dict or the weight package."""
-    path = resolve(weights, MOBILENET_V2)
-    net = MobileNetV2()
-    load_into(net, load_state_dict(path), path)
-    return net
+    return load_pretrained(MobileNetV2, weights, MOBILENET_V2)
 
 
 @ENCODERS.register("mobilenet_v2")
@@ -88,11 +83,7 @@ class MobileNetV2Encoder(FeatureMapEncoder):
                  pretrained: bool = True) -> None:
         super().__init__()
         net = load_mobilenet_v2(weights) if pretrained else MobileNetV2()
-        first = net.features[0][0]
-        if in_channels != 3:
-            adapted = nn.Conv2d(in_channels, 32, 3, 2, 1, bias=False)
-            adapted.weight.data.copy_(adapt_first_conv(first.weight.data, in_channels))
-            net.features[0][0] = adapted
+        net.features[0][0] = conv_for_channels(net.features[0][0], in_channels)
         self.backbone = net.features
         self.width = 1280
         self.finish(out_dim)

@@ -6,11 +6,14 @@ dependencies polymodal does not install). Install them with `pip install --no-de
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,28 @@ def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], source: P
     if missing or unexpected:
         raise ValueError(f"{source}: weights do not fit {type(module).__name__}; missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def load_pretrained(build: Callable[[], M], weights: str | None, default: WeightPackage) -> M:
+    """A network built by `build`, with the weights of a local state dict (`weights`) or the default package."""
+    path = resolve(weights, default)
+    net = build()
+    load_into(net, load_state_dict(path), path)
+    return net
+
+
+def conv_for_channels(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A first convolution for `in_channels` inputs: `conv` itself if it takes them, else a copy of it whose RGB
+    filters are adapted (`adapt_first_conv`)."""
+    if in_channels == conv.in_channels:
+        return conv
+    adapted = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,  # type: ignore[arg-type]
+                        bias=conv.bias is not None)
+    adapted.weight.data.copy_(adapt_first_conv(conv.weight.data, in_channels))
+    return adapted
 
 
 def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
