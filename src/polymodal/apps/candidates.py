@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from polymodal.config import Config, TabularSpec, TextSpec
 from polymodal.data.dataset import MultimodalDataset, build_pipeline, decode, fit_raw, make_loader, raise_on_fatal
 from polymodal.data.sources import Table
-from polymodal.ensemble.classical import TfidfLinear, tabular_matrix, trees_from_sklearn
+from polymodal.apps.crossfit import CrossFit, cross_fit
+from polymodal.ensemble.classical import TfidfLinear, tree_matrix, trees_from_sklearn
 from polymodal.ensemble.rundir import Member
 from polymodal.evaluation.inference import predict_outputs
 from polymodal.features.cache import use_feature_cache
@@ -28,13 +30,18 @@ Tables = dict[str, Table]
 
 @dataclass
 class Scored:
-    """A trained candidate, its logits on the validation and test records, and its training time."""
+    """A trained candidate, its logits on the validation and test records, and its training time.
+
+    A cross-fitted (classical) candidate's validation logits are out-of-fold; its test logits come from the
+    model refitted on train + validation."""
 
     member: Member
     logits: dict[str, Tensor]
     targets: dict[str, Tensor]
     seconds: float
     detail: str = ""
+    oof: Tensor | None = None  # cross-fitted candidates: out-of-fold logits of every train + val record
+    oof_target: Tensor | None = None
 
 
 def datasets(tables: Tables, processors: dict[str, Processor], task: Task) -> dict[str, MultimodalDataset]:
@@ -85,14 +92,30 @@ def _pipeline(config: Config, modalities: dict[str, Any], tables: Tables) -> tup
     return cfg, processors, task, batches
 
 
-def _choose(fits: list[tuple[Any, Tensor]], score: Callable[[Tensor], float]) -> Any:
-    """The fitted model whose validation logits score best."""
-    return max(fits, key=lambda f: score(f[1]))[0]
+def _pooled(x: dict[str, Any], batches: dict[str, Any]) -> tuple[Any, Tensor]:
+    """Train and validation records stacked (train first): features and targets."""
+    from scipy import sparse
+
+    stack = sparse.vstack if sparse.issparse(x["train"]) else np.concatenate
+    target = torch.cat([batches["train"].target, batches["val"].target])
+    return stack([x["train"], x["val"]]), target
+
+
+def _scored(name: str, cfg: Config, processors: dict[str, Processor], module: Any, fit: CrossFit,
+            batches: dict[str, Any], target: Tensor, start: float, detail: str) -> Scored:
+    """Validation logits out-of-fold (never fitted on the record they score), test logits from the refit."""
+    n_train = len(batches["train"].target)
+    logits = {"val": fit.oof[n_train:], "test": module(batches["test"]) if "test" in batches else None}
+    targets = {s: batches[s].target for s in ("val", "test") if s in batches}
+    return Scored(Member(name, cfg, processors, module), {s: v for s, v in logits.items() if v is not None},
+                  targets, time.perf_counter() - start, detail, fit.oof, target)
 
 
 def tfidf_linear(name: str, config: Config, columns: list[str], tables: Tables,
                  score: Callable[[Tensor, Tensor], float], grid: list[float]) -> Scored:
-    """TF-IDF of every text column + logistic regression; C and class weighting chosen on validation."""
+    """TF-IDF of every text column + logistic regression; C and class weighting (none / balanced) chosen on
+    5-fold out-of-fold predictions over train + validation, then refitted on both."""
+    from scipy import sparse
     from sklearn.linear_model import LogisticRegression
 
     start = time.perf_counter()
@@ -100,44 +123,33 @@ def tfidf_linear(name: str, config: Config, columns: list[str], tables: Tables,
     cfg, processors, task, batches = _pipeline(config, specs, tables)
     module = TfidfLinear({m: p.encoder_inputs()["vocab_size"] for m, p in processors.items()}, task.num_outputs)
     module.fit_idf(module.counts(batches["train"]))
-    x = {s: module.features(module.counts(b)).numpy() for s, b in batches.items()}
-    y = batches["train"].target.numpy()
-    fits = []
-    for c in grid:
-        for weight in (None, "balanced"):
-            model = LogisticRegression(C=c, class_weight=weight, max_iter=2000).fit(x["train"], y)
-            fits.append(((model, c, weight), _as_logits(torch.from_numpy(model.decision_function(x["val"])))))
-    (model, c, weight) = _choose(fits, lambda logits: score(logits, batches["val"].target))
-    module.linear.weight.data = torch.from_numpy(model.coef_).float()
-    module.linear.bias.data = torch.from_numpy(model.intercept_).float()
-    logits = {s: module(b) for s, b in batches.items() if s != "train"}
-    targets = {s: b.target for s, b in batches.items() if s != "train"}
-    return Scored(Member(name, cfg, processors, module), logits, targets, time.perf_counter() - start,
-                  f"C={c}, class_weight={weight}")
+    x = {s: sparse.csr_matrix(module.features(module.counts(b)).numpy()) for s, b in batches.items()}
+    xs, y = _pooled(x, batches)
+    settings = [(c, w) for c in grid for w in (None, "balanced")]
+    fit = cross_fit(lambda g: LogisticRegression(C=g[0], class_weight=g[1], max_iter=2000), settings, xs,
+                    y.numpy(), task.num_outputs, lambda logits: score(logits, y))
+    module.linear.weight.data = torch.from_numpy(fit.model.coef_).float()
+    module.linear.bias.data = torch.from_numpy(fit.model.intercept_).float()
+    return _scored(name, cfg, processors, module, fit, batches, y, start,
+                   f"C={fit.setting[0]}, class_weight={fit.setting[1]}, 5-fold cross-fitted")
 
 
 def trees(name: str, config: Config, spec: TabularSpec, tables: Tables, score: Callable[[Tensor, Tensor], float],
           grid: list[dict[str, Any]]) -> Scored:
-    """Histogram gradient boosting on the table's numbers and categories; settings chosen on validation."""
+    """Histogram gradient boosting on the table's numbers (missing ones left missing) and categories; the
+    setting and class weighting chosen on 5-fold out-of-fold predictions over train + validation, then
+    refitted on both."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     start = time.perf_counter()
     cfg, processors, task, batches = _pipeline(config, {"tabular": spec}, tables)
-    x = {s: tabular_matrix(b, ["tabular"]).numpy() for s, b in batches.items()}
-    y = batches["train"].target.numpy()
-    fits = []
-    for options in grid:
-        model = HistGradientBoostingClassifier(early_stopping=False, random_state=0, **options).fit(x["train"], y)
-        fits.append(((model, options), _as_logits(torch.from_numpy(model.decision_function(x["val"])))))
-    model, options = _choose(fits, lambda logits: score(logits, batches["val"].target))
-    module = trees_from_sklearn(model, ["tabular"])
-    logits = {s: module(b) for s, b in batches.items() if s != "train"}
-    targets = {s: b.target for s, b in batches.items() if s != "train"}
-    return Scored(Member(name, cfg, processors, module), logits, targets, time.perf_counter() - start,
-                  ", ".join(f"{k}={v}" for k, v in options.items()))
+    x = {s: tree_matrix(b, ["tabular"]).numpy() for s, b in batches.items()}
+    xs, y = _pooled(x, batches)
+    settings = [o | {"class_weight": w} for o in grid for w in (None, "balanced")]
+    fit = cross_fit(lambda o: HistGradientBoostingClassifier(early_stopping=False, random_state=0, **o), settings,
+                    xs, y.numpy(), task.num_outputs, lambda logits: score(logits, y))
+    module = trees_from_sklearn(fit.model, ["tabular"])
+    return _scored(name, cfg, processors, module, fit, batches, y, start,
+                   ", ".join(f"{k}={v}" for k, v in fit.setting.items()) + ", 5-fold cross-fitted")
 
 
-def _as_logits(decision: Tensor) -> Tensor:
-    """scikit-learn's decision function in the task's logit layout (binary: one column)."""
-    decision = decision.float()
-    return decision[:, None] if decision.ndim == 1 else decision

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from polymodal.apps.candidates import Scored, neural, tfidf_linear, trees
 from polymodal.apps.infer import Columns, infer_columns, infer_task, leakage
-from polymodal.apps.selection import greedy_ensemble
+from polymodal.apps.selection import bagged_ensemble
 from polymodal.config import Config, TabularSpec, dump_config
 from polymodal.factory import parse_config
 from polymodal.data.sources import load_splits, read_table
@@ -215,15 +215,46 @@ class Scorer:
         return (m["accuracy"] + m["macro_f1"]) / 2
 
 
-def choose(done: list[Scored], scorer: Scorer, task: str) -> dict[str, float]:
-    """Ensemble weights selected on validation; a single member (weight 1) when no mixture scores higher."""
-    target = done[0].targets["val"]
-    probs = {s.member.name: to_probability(s.logits["val"], task) for s in done}
-    weights, value = greedy_ensemble(probs, lambda p: scorer(from_probability(p, task), target))
-    best = max(done, key=lambda s: scorer(s.logits["val"], target))
-    if value <= scorer(best.logits["val"], target):
-        return {best.member.name: 1.0}
-    return weights
+@dataclass
+class Selection:
+    """Ensemble weights by candidate name, and how they were chosen (for the leaderboard)."""
+
+    weights: dict[str, float]
+    how: str
+
+
+def choose(done: list[Scored], scorer: Scorer, task: str, bags: int = 20) -> Selection:
+    """Bagged greedy ensemble selection; the best single candidate (weight 1) when no mixture scores higher.
+
+    When every candidate is cross-fitted, selection reads their out-of-fold predictions of every train and
+    validation record; otherwise the validation records, where cross-fitted candidates contribute their
+    out-of-fold predictions and the others their held-out ones."""
+    if all(s.oof is not None for s in done):
+        target, logits = done[0].oof_target, {s.member.name: s.oof for s in done}
+        where = f"{len(target)} out-of-fold train + validation records"  # type: ignore[arg-type]
+    else:
+        target, logits = done[0].targets["val"], {s.member.name: s.logits["val"] for s in done}
+        where = f"{len(target)} validation records"
+    assert target is not None
+    probs = {m: to_probability(v, task) for m, v in logits.items()}
+    weights = bagged_ensemble(probs, lambda p, rows: scorer(from_probability(p, task), target[rows]), bags)
+    mixed = scorer(from_probability(sum(w * probs[m] for m, w in weights.items()), task), target)  # type: ignore
+    best = max(logits, key=lambda m: scorer(logits[m], target))
+    if len(weights) == 1 or mixed <= scorer(logits[best], target):
+        return Selection({best: 1.0}, f"best single candidate on {where} (no bagged ensemble scored higher)")
+    return Selection(weights, f"bagged greedy selection ({bags} bootstrap samples x 25 rounds) on {where}")
+
+
+def collapsed(done: list[Scored], task: Task, options: FitOptions) -> None:
+    """Warn about candidates that are useless on validation: one prediction for every record, or F1 0."""
+    for s in done:
+        logits, target = s.logits["val"], s.targets["val"]
+        predicted = set(map(str, task.predict(logits)))
+        if len(predicted) == 1 and len(set(target.tolist())) > 1:
+            warn(options, f"candidate {s.member.name} predicts {predicted.pop()!r} for every validation record "
+                          "(a collapsed model)")
+        elif task.metrics(logits, target).get("macro_f1", 1.0) == 0:
+            warn(options, f"candidate {s.member.name} has a validation macro-F1 of 0")
 
 
 def _splits(config: Config) -> dict[str, Table]:
@@ -255,8 +286,8 @@ def run_candidate(kind: str, name: str, arg: Any, config: Config, tables: dict[s
         grid = [1.0, 10.0, 100.0] if preset == "best" else [10.0]
         return tfidf_linear(name, config, arg, tables, scorer, grid)
     if kind == "trees":
-        grid = ([{"max_iter": i, "learning_rate": lr, "max_leaf_nodes": n} for i, lr in ((100, 0.1), (200, 0.05))
-                 for n in (7, 15, 31)] if preset == "best"
+        grid = ([{"max_iter": 100, "learning_rate": 0.1, "max_leaf_nodes": n} for n in (7, 15, 31)]
+                + [{"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 15}] if preset == "best"
                 else [{"max_iter": 50, "learning_rate": 0.1, "max_leaf_nodes": 15}])
         return trees(name, config, arg, tables, scorer, grid)
     cfg = config.model_copy(update={"modalities": {m: config.modalities[m] for m in arg}})
@@ -281,17 +312,20 @@ def _fmt(metrics: dict[str, float]) -> str:
     return "  ".join(f"{k} {metrics[k]:.4f}" for k in ("accuracy", "macro_f1") if k in metrics)
 
 
-def leaderboard(done: list[Scored], weights: dict[str, float], ensemble: dict[str, dict[str, float]],
+def leaderboard(done: list[Scored], selection: Selection, ensemble: dict[str, dict[str, float]],
                 scorer: Scorer) -> pd.DataFrame:
     rows = []
+    weights = selection.weights
     for s in done:
         row: dict[str, Any] = {"model": s.member.name, "kind": s.member.kind,
-                               "modalities": "+".join(sorted(s.member.processors))}
+                               "modalities": "+".join(sorted(s.member.processors)), "detail": s.detail,
+                               "val_predictions": "out-of-fold, test by the refit on train+val"
+                               if s.oof is not None else "held out"}
         for split in ("val", "test"):
             row |= {f"{split}_{k}": v for k, v in scorer.metrics(s.logits[split], s.targets[split]).items()}
         rows.append(row | {"seconds": round(s.seconds, 1), "ensemble_weight": weights.get(s.member.name, 0.0)})
     rows.append({"model": "ensemble", "kind": "ensemble", "modalities": "+".join(sorted(
-        {m for s in done if weights.get(s.member.name) for m in s.member.processors})),
+        {m for s in done if weights.get(s.member.name) for m in s.member.processors})), "detail": selection.how,
         **{f"{sp}_{k}": v for sp, ms in ensemble.items() for k, v in ms.items()},
         "seconds": round(sum(s.seconds for s in done), 1), "ensemble_weight": 1.0})
     return pd.DataFrame(rows)
@@ -360,11 +394,13 @@ def fit_table(data: pd.DataFrame | str | Path, target: str, split_column: str | 
     task_.fit(task_.values(tables["train"].frame))
     scorer = Scorer(task_)
     done = train_candidates(config, cols, tables, scorer, options, start)
-    weights = choose(done, scorer, task)
-    metrics = ensemble_metrics(done, weights, scorer, task)
-    table = leaderboard(done, weights, metrics, scorer)
+    collapsed(done, task_, options)
+    selection = choose(done, scorer, task)
+    metrics = ensemble_metrics(done, selection.weights, scorer, task)
+    table = leaderboard(done, selection, metrics, scorer)
     table.to_csv(options.out / "leaderboard.csv", index=False)
-    write_best(options.out / "best", done, weights, task_, metrics)
+    write_best(options.out / "best", done, selection.weights, task_, metrics)
+    print(f"selection: {selection.how}")
     print(summary(table), flush=True)
     print(f"written: {options.out / 'leaderboard.csv'}, {options.out / 'config.yaml'}, {options.out / 'best'}")
     return Predictor.load(options.out / "best")

@@ -4,7 +4,7 @@ Each is fitted with scikit-learn and then copied into tensors (nothing is pickle
 - `TfidfLinear`: TF-IDF of the text processors' token ids (sublinear term frequency, smoothed idf, L2 norm per
   text modality) followed by a linear model (logistic regression coefficients).
 - `TreeEnsemble`: the trees of a fitted `HistGradientBoostingClassifier`/`Regressor` (thresholds on raw values,
-  the side missing values go to, leaf values), evaluated level by level for all trees at once.
+  the side missing values go to, leaf values; missing numbers are NaN, as they were when the trees were fitted), evaluated level by level for all trees at once.
 Both take a model-input Batch and return logits (B, K) in the task's convention (binary: one logit).
 """
 
@@ -70,13 +70,16 @@ class TfidfLinear(nn.Module):
         return self.linear(self.features(self.counts(batch)))  # (B, K)
 
 
-def tabular_matrix(batch: Batch, modalities: list[str]) -> Tensor:
-    """(B, F): each tabular modality's standardized numbers, missing indicators and category indices."""
+def tree_matrix(batch: Batch, modalities: list[str]) -> Tensor:
+    """(B, F): each tabular modality's standardized numbers (NaN where missing, so that trees route missing
+    values themselves rather than splitting on the mean they were filled with), missing indicators, and
+    category indices."""
     parts = []
     for m in modalities:
         inputs = batch.inputs[m]
         if "numeric" in inputs:
-            parts.append(inputs["numeric"].float())
+            z, missing = inputs["numeric"].float().chunk(2, dim=1)  # (B, K) each
+            parts += [torch.where(missing > 0, torch.full_like(z, float("nan")), z), missing]
         if "categorical" in inputs:
             parts.append(inputs["categorical"].float())
     return torch.cat(parts, dim=1)
@@ -108,7 +111,7 @@ class TreeEnsemble(nn.Module):
                 "num_outputs": self.num_outputs}
 
     def forward(self, batch: Batch) -> Tensor:
-        x = tabular_matrix(batch, self.modalities).double()  # (B, F)
+        x = tree_matrix(batch, self.modalities).double()  # (B, F)
         t = torch.arange(self.feature.shape[0], device=x.device)[None, :]  # (1, T)
         node = torch.zeros(x.shape[0], self.feature.shape[0], dtype=torch.long, device=x.device)  # (B, T)
         for _ in range(self.depth):
