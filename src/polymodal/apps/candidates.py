@@ -113,10 +113,10 @@ def _scored(name: str, cfg: Config, processors: dict[str, Processor], module: An
 
 def tfidf_linear(name: str, config: Config, columns: list[str], tables: Tables,
                  score: Callable[[Tensor, Tensor], float], grid: list[float]) -> Scored:
-    """TF-IDF of every text column + logistic regression; C and class weighting (none / balanced) chosen on
-    5-fold out-of-fold predictions over train + validation, then refitted on both."""
+    """TF-IDF of every text column + a linear model (classification: logistic regression with C and class
+    weighting (none / balanced); regression: ridge with alpha = 1 / C), chosen on 5-fold out-of-fold
+    predictions over train + validation, then refitted on both."""
     from scipy import sparse
-    from sklearn.linear_model import LogisticRegression
 
     start = time.perf_counter()
     specs = {c: TextSpec(type="text", field=c, max_length=256, vocab_size=30000) for c in columns}
@@ -125,31 +125,51 @@ def tfidf_linear(name: str, config: Config, columns: list[str], tables: Tables,
     module.fit_idf(module.counts(batches["train"]))
     x = {s: sparse.csr_matrix(module.features(module.counts(b)).numpy()) for s, b in batches.items()}
     xs, y = _pooled(x, batches)
-    settings = [(c, w) for c in grid for w in (None, "balanced")]
-    fit = cross_fit(lambda g: LogisticRegression(C=g[0], class_weight=g[1], max_iter=2000), settings, xs,
-                    y.numpy(), task.num_outputs, lambda logits: score(logits, y))
-    module.linear.weight.data = torch.from_numpy(fit.model.coef_).float()
-    module.linear.bias.data = torch.from_numpy(fit.model.intercept_).float()
-    return _scored(name, cfg, processors, module, fit, batches, y, start,
-                   f"C={fit.setting[0]}, class_weight={fit.setting[1]}, 5-fold cross-fitted")
+    make, settings = _linear(classify(task), grid)
+    fit = cross_fit(make, settings, xs, _labels(y), task.num_outputs, lambda logits: score(logits, y),
+                    classify(task))
+    module.linear.weight.data = torch.from_numpy(np.asarray(fit.model.coef_)).float().reshape(
+        task.num_outputs, -1)
+    module.linear.bias.data = torch.from_numpy(np.asarray(fit.model.intercept_)).float().reshape(-1)
+    detail = ", ".join(f"{k}={v}" for k, v in fit.setting.items())
+    return _scored(name, cfg, processors, module, fit, batches, y, start, f"{detail}, 5-fold cross-fitted")
+
+
+def classify(task: Task) -> bool:
+    return task.name in ("binary", "multiclass")
+
+
+def _labels(y: Tensor) -> np.ndarray:
+    """Targets as scikit-learn takes them: class indices, or one standardized number per record."""
+    y = y.numpy()
+    return y.reshape(len(y), -1)[:, 0] if y.dtype.kind == "f" else y
+
+
+def _linear(classification: bool, grid: list[float]) -> tuple[Callable[[dict[str, Any]], Any], list[dict[str, Any]]]:
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    if classification:
+        return (lambda g: LogisticRegression(max_iter=2000, **g),
+                [{"C": c, "class_weight": w} for c in grid for w in (None, "balanced")])
+    return lambda g: Ridge(**g), [{"alpha": 1 / c} for c in grid]
 
 
 def trees(name: str, config: Config, spec: TabularSpec, tables: Tables, score: Callable[[Tensor, Tensor], float],
           grid: list[dict[str, Any]]) -> Scored:
     """Histogram gradient boosting on the table's numbers (missing ones left missing) and categories; the
-    setting and class weighting chosen on 5-fold out-of-fold predictions over train + validation, then
-    refitted on both."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    setting (and, for classes, class weighting) chosen on 5-fold out-of-fold predictions over train +
+    validation, then refitted on both."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
     start = time.perf_counter()
     cfg, processors, task, batches = _pipeline(config, {"tabular": spec}, tables)
     x = {s: tree_matrix(b, ["tabular"]).numpy() for s, b in batches.items()}
     xs, y = _pooled(x, batches)
-    settings = [o | {"class_weight": w} for o in grid for w in (None, "balanced")]
-    fit = cross_fit(lambda o: HistGradientBoostingClassifier(early_stopping=False, random_state=0, **o), settings,
-                    xs, y.numpy(), task.num_outputs, lambda logits: score(logits, y))
+    model = HistGradientBoostingClassifier if classify(task) else HistGradientBoostingRegressor
+    # every setting unweighted, and the middle one balanced too (each setting costs 5 fits)
+    settings = [*grid, grid[len(grid) // 2] | {"class_weight": "balanced"}] if classify(task) else grid
+    fit = cross_fit(lambda o: model(early_stopping=False, random_state=0, **o), settings, xs, _labels(y),
+                    task.num_outputs, lambda logits: score(logits, y), classify(task))
     module = trees_from_sklearn(fit.model, ["tabular"])
     return _scored(name, cfg, processors, module, fit, batches, y, start,
                    ", ".join(f"{k}={v}" for k, v in fit.setting.items()) + ", 5-fold cross-fitted")
-
-

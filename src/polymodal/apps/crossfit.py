@@ -45,6 +45,8 @@ def as_logits(model: Any, x: Any, num_outputs: int) -> Tensor:
     decision = np.asarray(model.decision_function(x), dtype=np.float32)
     if num_outputs == 1:
         return torch.from_numpy(decision).reshape(-1, 1)
+    if decision.ndim == 1:  # two classes seen (of more): one decision, the second class's log-odds
+        decision = np.stack([-decision / 2, decision / 2], axis=1)
     out = np.full((x.shape[0], num_outputs), ABSENT, dtype=np.float32)
     out[:, classes] = decision
     return torch.from_numpy(out)

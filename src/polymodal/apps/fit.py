@@ -128,13 +128,20 @@ def training_defaults(n_train: int, preset: Preset, seed: int) -> dict[str, Any]
             "seed": seed, "progress_bar": False}
 
 
+def class_weight(labels: pd.Series, ratio: float = 1.5) -> str:
+    """`balanced` when the most frequent training class has at least `ratio` times the records of the rarest."""
+    counts = labels.dropna().astype(str).value_counts()
+    return "balanced" if len(counts) > 1 and counts.max() >= ratio * counts.min() else "none"
+
+
 def build_config(source: Path, cols: Columns, task: str, options: FitOptions, n_train: int,
-                 sizes: dict[str, int]) -> Config:
+                 sizes: dict[str, int], weighting: str = "none") -> Config:
     split: dict[str, Any] = {"seed": options.seed}
     if options.split_column:
         split["column"] = options.split_column
+    target = {"field": options.target, "task": task, "class_weight": weighting}
     data = {"name": "fit", "data": {"source": str(source), "split": split},
-            "modalities": modality_specs(cols, options.preset, sizes), "target": {"field": options.target, "task": task},
+            "modalities": modality_specs(cols, options.preset, sizes), "target": target,
             "training": training_defaults(n_train, options.preset, options.seed)}
     return parse_config(data, origin="inferred config")
 
@@ -201,8 +208,16 @@ def check_labels(tables: dict[str, Table], target: str, options: FitOptions) -> 
                               f"({', '.join(sorted(set(unseen))[:10])}); they are left out of its metrics")
 
 
+MAIN_METRICS = {"regression": ("rmse", "mae", "r2")}  # classification: accuracy and macro-F1
+
+
+def main_metrics(task: str) -> tuple[str, ...]:
+    return MAIN_METRICS.get(task, ("accuracy", "macro_f1"))
+
+
 class Scorer:
-    """The selection score on validation: the mean of accuracy and macro-F1."""
+    """The selection score (higher is better): classification, the mean of accuracy and macro-F1; regression,
+    minus the root mean squared error (of standardized targets, the same order as in the data's units)."""
 
     def __init__(self, task: Task) -> None:
         self.task = task
@@ -211,6 +226,8 @@ class Scorer:
         return self.task.metrics(logits, target)
 
     def __call__(self, logits: Tensor, target: Tensor) -> float:
+        if self.task.name == "regression":
+            return -float((logits.float() - target.float().reshape(logits.shape)).pow(2).mean().sqrt())
         m = self.metrics(logits, target)
         return (m["accuracy"] + m["macro_f1"]) / 2
 
@@ -261,8 +278,8 @@ def _splits(config: Config) -> dict[str, Table]:
     return ensure_val(load_splits(config.data, label_field(config)), config)
 
 
-def summary(table: pd.DataFrame) -> str:
-    cols = ["model", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1", "ensemble_weight"]
+def summary(table: pd.DataFrame, task: str) -> str:
+    cols = ["model", *(f"{s}_{k}" for s in ("val", "test") for k in main_metrics(task)), "ensemble_weight"]
     shown = table[[c for c in cols if c in table.columns]]
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
@@ -286,8 +303,7 @@ def run_candidate(kind: str, name: str, arg: Any, config: Config, tables: dict[s
         grid = [1.0, 10.0, 100.0] if preset == "best" else [10.0]
         return tfidf_linear(name, config, arg, tables, scorer, grid)
     if kind == "trees":
-        grid = ([{"max_iter": 100, "learning_rate": 0.1, "max_leaf_nodes": n} for n in (7, 15, 31)]
-                + [{"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 15}] if preset == "best"
+        grid = ([{"max_iter": 100, "learning_rate": 0.1, "max_leaf_nodes": n} for n in (7, 15, 31)] if preset == "best"
                 else [{"max_iter": 50, "learning_rate": 0.1, "max_leaf_nodes": 15}])
         return trees(name, config, arg, tables, scorer, grid)
     cfg = config.model_copy(update={"modalities": {m: config.modalities[m] for m in arg}})
@@ -302,14 +318,14 @@ def train_candidates(config: Config, cols: Columns, tables: dict[str, Table], sc
             warn(options, f"time limit of {options.time_limit:.0f} s reached: candidate {name} not trained")
             continue
         scored = run_candidate(kind, name, arg, config, tables, options.out, scorer, options.preset)
-        print(f"  {name:<24} val {_fmt(scorer.metrics(scored.logits['val'], scored.targets['val']))}  "
+        print(f"  {name:<24} val {_fmt(scorer.metrics(scored.logits['val'], scored.targets['val']), scorer)}  "
               f"({scored.seconds:.0f} s; {scored.detail})", flush=True)
         done.append(scored)
     return done
 
 
-def _fmt(metrics: dict[str, float]) -> str:
-    return "  ".join(f"{k} {metrics[k]:.4f}" for k in ("accuracy", "macro_f1") if k in metrics)
+def _fmt(metrics: dict[str, float], scorer: Scorer) -> str:
+    return "  ".join(f"{k} {metrics[k]:.4f}" for k in main_metrics(scorer.task.name) if k in metrics)
 
 
 def leaderboard(done: list[Scored], selection: Selection, ensemble: dict[str, dict[str, float]],
@@ -374,22 +390,26 @@ def fit_table(data: pd.DataFrame | str | Path, target: str, split_column: str | 
     if not (cols.files or cols.text or cols.numeric or cols.categorical or cols.vector):
         raise ValueError("no usable input column: every column is the target, ignored, id-like or empty")
     task = infer_task(frame[target])
-    if task not in ("binary", "multiclass"):
-        raise ValueError(f"target {target!r} looks like a {task} target; fit handles classification targets "
-                         "(binary, multiclass) for now: train it with a config (`polymodal train`)")
+    if task not in ("binary", "multiclass", "regression"):
+        raise ValueError(f"target {target!r} looks like a {task} target; fit handles classification (binary, "
+                         "multiclass) and regression targets for now: train it with a config (`polymodal train`)")
     if cols.files and isinstance(data, pd.DataFrame):
         frame = absolute_files(frame, cols, root)
         write_table(frame, source)
     describe(cols, task, options)
-    for col, acc in leakage(frame, target, cols.numeric + cols.categorical + cols.text).items():
+    leaks = leakage(frame, target, cols.numeric + cols.categorical + cols.text) if task != "regression" else {}
+    for col, acc in leaks.items():
         warn(options, f"column {col!r} alone predicts {target!r} for {acc:.1%} of the records: a leak? "
                       f"(--ignore {col} leaves it out)")
     sizes = {c: native_size(frame[c], root) for c, kind in cols.files.items() if kind == "image"}
     config = build_config(source, cols, task, options, int(0.7 * len(frame)), sizes)
     tables = _splits(config)
-    config = build_config(source, cols, task, options, len(tables["train"].frame), sizes)
+    classes = task != "regression"
+    config = build_config(source, cols, task, options, len(tables["train"].frame), sizes,
+                          class_weight(tables["train"].frame[target]) if classes else "none")
     dump_config(config, options.out / "config.yaml")
-    check_labels(tables, target, options)
+    if classes:
+        check_labels(tables, target, options)
     task_ = build_task(config.target)
     task_.fit(task_.values(tables["train"].frame))
     scorer = Scorer(task_)
@@ -401,6 +421,6 @@ def fit_table(data: pd.DataFrame | str | Path, target: str, split_column: str | 
     table.to_csv(options.out / "leaderboard.csv", index=False)
     write_best(options.out / "best", done, selection.weights, task_, metrics)
     print(f"selection: {selection.how}")
-    print(summary(table), flush=True)
+    print(summary(table, task), flush=True)
     print(f"written: {options.out / 'leaderboard.csv'}, {options.out / 'config.yaml'}, {options.out / 'best'}")
     return Predictor.load(options.out / "best")

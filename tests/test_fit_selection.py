@@ -1,0 +1,106 @@
+"""fit's selection: cross-fitted candidates chosen on out-of-fold predictions, bagged ensemble selection, the
+never-below-the-best-single rule, collapsed candidates warned, and regression targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from polymodal.apps.candidates import Scored, trees
+from polymodal.apps.crossfit import cross_fit
+from polymodal.apps.fit import FitOptions, Scorer, choose, collapsed
+from polymodal.config import TabularSpec, TargetConfig, parse_config
+from polymodal.data.sources import Table
+from polymodal.ensemble.rundir import Member
+from polymodal.tasks import build_task
+
+
+def _task() -> Scorer:
+    task = build_task(TargetConfig(field="y", task="multiclass"))
+    task.fit(["a", "b"])
+    return Scorer(task)
+
+
+def _logits(correct: np.ndarray, target: np.ndarray) -> torch.Tensor:
+    """Two-class logits that are right exactly where `correct` is True."""
+    predicted = np.where(correct, target, 1 - target)
+    return torch.nn.functional.one_hot(torch.from_numpy(predicted), 2).float() * 4 - 2
+
+
+def _scored(name: str, oof_correct: np.ndarray, target: np.ndarray, n_val: int) -> Scored:
+    oof = _logits(oof_correct, target)
+    t = torch.from_numpy(target)
+    return Scored(Member(name, None, {}, nn.Identity()), {"val": oof[-n_val:], "test": oof[-n_val:]},  # type: ignore
+                  {"val": t[-n_val:], "test": t[-n_val:]}, 0.0, "", oof, t)
+
+
+def test_selection_reads_out_of_fold_records_not_a_lucky_validation_split() -> None:
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 2, 300)
+    good = rng.random(300) < 0.85  # right on 85% of all records...
+    good[-10:] = [True] * 7 + [False] * 3  # ...but on 7 of the 10 validation records only
+    lucky = rng.random(300) < 0.55  # right on about half of all records...
+    lucky[-10:] = True  # ...and on every validation record
+    done = [_scored("good", good, target, 10), _scored("lucky", lucky, target, 10)]
+    scorer = _task()
+    naive = max(done, key=lambda s: scorer(s.logits["val"], s.targets["val"])).member.name
+    assert naive == "lucky"  # selection on the 10 validation records alone would pick the worse model
+    selection = choose(done, scorer, "multiclass", bags=5)
+    assert selection.weights == {"good": 1.0} and "300 out-of-fold" in selection.how
+
+
+def test_mixed_selection_never_below_best_single_on_validation() -> None:
+    rng = np.random.default_rng(1)
+    target = rng.integers(0, 2, 40)
+    done = [_scored(f"m{i}", rng.random(40) < p, target, 40) for i, p in enumerate((0.6, 0.7, 0.8))]
+    done[0].oof = None  # a neural candidate: held-out validation predictions only
+    scorer = _task()
+    selection = choose(done, scorer, "multiclass", bags=5)
+    assert "40 validation records" in selection.how
+    probs = sum(w * done[int(m[1])].logits["val"].softmax(1) for m, w in selection.weights.items())
+    best = max(scorer(s.logits["val"], s.targets["val"]) for s in done)
+    assert scorer(probs.log(), done[0].targets["val"]) >= best  # type: ignore[union-attr]
+
+
+def test_collapsed_candidate_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    target = np.array([0, 1] * 10)
+    scorer = _task()
+    done = [_scored("flat", target == 0, target, 20), _scored("fine", np.ones(20, bool), target, 20)]
+    collapsed(done, scorer.task, FitOptions("y"))
+    printed = capsys.readouterr().out
+    assert "candidate flat predicts 'a' for every validation record" in printed and "fine" not in printed
+
+
+def test_cross_fit_refits_the_out_of_fold_choice() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 3))
+    y = (x[:, 0] > 0).astype(int)
+    scorer = _task()
+    fit = cross_fit(lambda c: LogisticRegression(C=c), [1e-4, 1.0], x, y, 2,
+                    lambda logits: scorer(logits, torch.from_numpy(y)))
+    assert fit.setting == 1.0 and fit.oof.shape == (120, 2) and len(fit.model.coef_[0]) == 3
+
+
+def test_regression_trees_candidate(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    size = rng.normal(size=90)
+    frame = pd.DataFrame({"size": size, "noise": rng.normal(size=90), "price": 3 * size + rng.normal(0, .1, 90)})
+    frame.loc[::7, "size"] = np.nan
+    tables = {s: Table(p.reset_index(drop=True), tmp_path, s) for s, p in
+              {"train": frame[:60], "val": frame[60:75], "test": frame[75:]}.items()}
+    config = parse_config({"data": {"source": "t.csv"}, "target": {"field": "price", "task": "regression"},
+                           "modalities": {"tabular": {"type": "tabular", "numeric": ["size", "noise"]}}})
+    task = build_task(config.target)
+    task.fit(task.values(tables["train"].frame))
+    scorer = Scorer(task)
+    scored = trees("tabular_trees", config, config.modalities["tabular"], tables, scorer,
+                   [{"max_iter": 50, "max_leaf_nodes": 7}])
+    assert scorer.metrics(scored.logits["test"], scored.targets["test"])["r2"] > 0.7
+    assert scored.oof is not None and scored.oof.shape == (75, 1)
