@@ -104,3 +104,34 @@ def test_regression_trees_candidate(tmp_path: Path) -> None:
                    [{"max_iter": 50, "max_leaf_nodes": 7}])
     assert scorer.metrics(scored.logits["test"], scored.targets["test"])["r2"] > 0.7
     assert scored.oof is not None and scored.oof.shape == (75, 1)
+
+
+def test_fit_regression_target_end_to_end(tmp_path: Path) -> None:
+    from polymodal.apps.fit import fit_table
+
+    rng = np.random.default_rng(0)
+    words = ["tiny", "small", "large", "huge"]
+    level = rng.integers(0, 4, 80)
+    frame = pd.DataFrame({"note": [f"a {words[v]} box {rng.choice(['x', 'y', 'z'])}" for v in level],
+                          "width": rng.normal(size=80), "price": 10 * level + rng.normal(0, 1, 80)})
+    predictor = fit_table(frame, target="price", preset="fast", time_limit=0.0, out=tmp_path / "fit")
+    board = pd.read_csv(tmp_path / "fit" / "leaderboard.csv")
+    assert {"val_rmse", "val_mae", "val_r2", "test_rmse"} <= set(board.columns)
+    assert board["model"].tolist() == ["text_tfidf_ridge", "ensemble"]
+    assert "alpha=" in board["detail"][0]
+    predicted = np.asarray(predictor.predict(frame), dtype=float)
+    assert np.corrcoef(predicted, frame["price"])[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_fast_selection_score_matches_torchmetrics(k: int) -> None:
+    from polymodal.apps.fit import accuracy_macro_f1
+
+    task = build_task(TargetConfig(field="y", task="multiclass"))
+    task.fit([str(i) for i in range(k)])
+    generator = torch.Generator().manual_seed(k)
+    logits = torch.randn(30, k, generator=generator)
+    target = torch.randint(0, k - 1, (30,), generator=generator)  # the last class never occurs
+    expected = task.metrics(logits, target)
+    acc, f1 = accuracy_macro_f1(logits.argmax(1), target, k)
+    assert acc == pytest.approx(expected["accuracy"]) and f1 == pytest.approx(expected["macro_f1"], abs=1e-6)

@@ -30,10 +30,10 @@ from torch import Tensor
 from polymodal.apps.candidates import Scored, neural, tfidf_linear, trees
 from polymodal.apps.infer import Columns, infer_columns, infer_task, leakage
 from polymodal.apps.selection import bagged_ensemble
-from polymodal.config import Config, TabularSpec, dump_config
+from polymodal.config import Config, SplitConfig, TabularSpec, dump_config
 from polymodal.factory import parse_config
 from polymodal.data.sources import load_splits, read_table
-from polymodal.data.splits import Table, ensure_val, label_field, table_root
+from polymodal.data.splits import Table, ensure_val, label_field, split_frame, table_root
 from polymodal.ensemble.model import from_probability, to_probability
 from polymodal.ensemble.rundir import save_ensemble
 from polymodal.rundir import write_manifest
@@ -228,8 +228,18 @@ class Scorer:
     def __call__(self, logits: Tensor, target: Tensor) -> float:
         if self.task.name == "regression":
             return -float((logits.float() - target.float().reshape(logits.shape)).pow(2).mean().sqrt())
-        m = self.metrics(logits, target)
-        return (m["accuracy"] + m["macro_f1"]) / 2
+        return sum(accuracy_macro_f1(self.task.class_index(logits), target, self.task.num_outputs)) / 2
+
+
+def accuracy_macro_f1(predicted: Tensor, target: Tensor, num_outputs: int) -> tuple[float, float]:
+    """Accuracy and macro-F1 as torchmetrics computes them (classes neither predicted nor present are left out
+    of the mean), without its per-call overhead: selection scores thousands of bootstrap samples."""
+    k = max(num_outputs, 2)
+    predicted, target = predicted.long(), target.long()
+    hit = torch.bincount(target[predicted == target], minlength=k)  # (K,) true positives
+    support = torch.bincount(predicted, minlength=k) + torch.bincount(target, minlength=k)  # (K,) 2TP + FP + FN
+    f1 = 2 * hit[support > 0] / support[support > 0]
+    return float((predicted == target).float().mean()), float(f1.mean()) if len(f1) else 0.0
 
 
 @dataclass
@@ -274,6 +284,26 @@ def collapsed(done: list[Scored], task: Task, options: FitOptions) -> None:
             warn(options, f"candidate {s.member.name} has a validation macro-F1 of 0")
 
 
+def neural_config(config: Config, tables: dict[str, Table], out: Path) -> Config:
+    """The config the polymodal candidates train with: the training records, 15% of them (seeded, stratified)
+    held aside for early stopping and the checkpoint choice. So the validation split stays unseen by them, as
+    it is by the cross-fitted candidates, and selection compares like with like."""
+    train = tables["train"]
+    parts = split_frame(train.frame, SplitConfig(ratios=(0.85, 0.15, 0.0), seed=config.data.split.seed),
+                        label_field(config))
+    if config.target.task in ("binary", "multiclass"):  # every training class stays in their training records
+        label = str(label_field(config))
+        back = ~parts["val"][label].astype(str).isin(parts["train"][label].astype(str))
+        parts = {"train": pd.concat([parts["train"], parts["val"][back]]), "val": parts["val"][~back]}
+    suffix = ".parquet" if _has_lists(train.frame) else ".csv"
+    paths = {s: (out / f"neural_{s}{suffix}").resolve() for s in ("train", "val")}
+    for s, path in paths.items():
+        write_table(parts[s], path)
+    data = config.data.model_copy(update={"source": None, "train": str(paths["train"]), "val": str(paths["val"]),
+                                          "test": None, "root": str(train.root), "format": "auto"})
+    return Config.model_validate(config.model_copy(update={"data": data}).model_dump(mode="json"))
+
+
 def _splits(config: Config) -> dict[str, Table]:
     return ensure_val(load_splits(config.data, label_field(config)), config)
 
@@ -288,7 +318,8 @@ def candidate_plan(config: Config, cols: Columns, preset: Preset) -> list[tuple[
     """(name, kind, argument) of every candidate, cheapest first."""
     plan: list[tuple[str, str, Any]] = []
     if cols.text:
-        plan.append(("text_tfidf_logreg", "tfidf", cols.text))
+        linear = "ridge" if config.target.task == "regression" else "logreg"
+        plan.append((f"text_tfidf_{linear}", "tfidf", cols.text))
     if "tabular" in config.modalities:
         plan.append(("tabular_trees", "trees", config.modalities["tabular"]))
     singles = list(config.modalities) if len(config.modalities) > 1 else []
@@ -313,11 +344,15 @@ def run_candidate(kind: str, name: str, arg: Any, config: Config, tables: dict[s
 def train_candidates(config: Config, cols: Columns, tables: dict[str, Table], scorer: Scorer,
                      options: FitOptions, start: float) -> list[Scored]:
     done: list[Scored] = []
+    neural_cfg: Config | None = None
     for name, kind, arg in candidate_plan(config, cols, options.preset):
         if options.time_limit is not None and time.perf_counter() - start > options.time_limit and done:
             warn(options, f"time limit of {options.time_limit:.0f} s reached: candidate {name} not trained")
             continue
-        scored = run_candidate(kind, name, arg, config, tables, options.out, scorer, options.preset)
+        if kind == "neural" and neural_cfg is None:
+            neural_cfg = neural_config(config, tables, options.out)
+        cfg = neural_cfg if kind == "neural" else config
+        scored = run_candidate(kind, name, arg, cfg, tables, options.out, scorer, options.preset)  # type: ignore
         print(f"  {name:<24} val {_fmt(scorer.metrics(scored.logits['val'], scored.targets['val']), scorer)}  "
               f"({scored.seconds:.0f} s; {scored.detail})", flush=True)
         done.append(scored)
@@ -336,7 +371,7 @@ def leaderboard(done: list[Scored], selection: Selection, ensemble: dict[str, di
         row: dict[str, Any] = {"model": s.member.name, "kind": s.member.kind,
                                "modalities": "+".join(sorted(s.member.processors)), "detail": s.detail,
                                "val_predictions": "out-of-fold, test by the refit on train+val"
-                               if s.oof is not None else "held out"}
+                               if s.oof is not None else "held out (early stopping on 15% of train)"}
         for split in ("val", "test"):
             row |= {f"{split}_{k}": v for k, v in scorer.metrics(s.logits[split], s.targets[split]).items()}
         rows.append(row | {"seconds": round(s.seconds, 1), "ensemble_weight": weights.get(s.member.name, 0.0)})
