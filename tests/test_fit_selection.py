@@ -135,3 +135,40 @@ def test_fast_selection_score_matches_torchmetrics(k: int) -> None:
     expected = task.metrics(logits, target)
     acc, f1 = accuracy_macro_f1(logits.argmax(1), target, k)
     assert acc == pytest.approx(expected["accuracy"]) and f1 == pytest.approx(expected["macro_f1"], abs=1e-6)
+
+
+def test_fit_multilabel_target_tunes_thresholds(tmp_path: Path) -> None:
+    import json
+
+    from polymodal.apps.fit import fit_table
+    from polymodal.apps.infer import infer_task
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(90):
+        tags = [t for t in ("red", "round") if rng.random() < 0.5] + (["rare"] if i in (3, 50) else [])
+        words = " ".join(tags + list(rng.choice(["box", "thing", "item", "object"], 2)))
+        rows.append({"note": words.replace("rare", "plain"), "tags": "|".join(tags)})
+    frame = pd.DataFrame(rows)
+    assert infer_task(frame["tags"]) == "multilabel"
+    predictor = fit_table(frame, target="tags", preset="fast", time_limit=0.0, out=tmp_path / "fit")
+    board = pd.read_csv(tmp_path / "fit" / "leaderboard.csv")
+    assert {"val_micro_f1", "val_macro_f1", "test_micro_f1"} <= set(board.columns)
+    assert board["test_micro_f1"].iloc[-1] > 0.8
+    state = json.loads((tmp_path / "fit" / "best" / "processors.json").read_text())["task"]
+    assert len(state["thresholds"]) == len(state["classes"])
+    predicted = predictor.predict(frame.head(20))
+    assert all(set(p.split("|")) - {""} <= {"red", "round", "rare"} for p in predicted)
+
+
+def test_label_that_never_fires_is_warned(capsys: pytest.CaptureFixture[str]) -> None:
+    from polymodal.apps.fit import tune_label_thresholds
+
+    task = build_task(TargetConfig(field="y", task="multilabel"))
+    task.fit(["a|b", "a", "b|c"])
+    target = torch.tensor([[1.0, 0, 1], [0, 1, 1], [1, 1, 0]])
+    logits = torch.tensor([[3.0, -3, -9], [-3, 3, -9], [3, 3, -9]])  # label c: probability 1e-4 everywhere
+    scored = Scored(Member("m", None, {}, nn.Identity()), {"val": logits}, {"val": target}, 0.0)  # type: ignore
+    tune_label_thresholds([scored], {"m": 1.0}, task, FitOptions("y"))  # type: ignore[arg-type]
+    assert "1 label(s) never fire on validation at any threshold: c" in capsys.readouterr().out
+    assert task.thresholds is not None and len(task.thresholds) == 3

@@ -17,7 +17,7 @@ from torch import Tensor
 from polymodal.config import Config, TabularSpec, TextSpec
 from polymodal.data.dataset import MultimodalDataset, build_pipeline, decode, fit_raw, make_loader, raise_on_fatal
 from polymodal.data.sources import Table
-from polymodal.apps.crossfit import CrossFit, cross_fit
+from polymodal.apps.crossfit import CrossFit, PerLabel, cross_fit
 from polymodal.ensemble.classical import TfidfLinear, tree_matrix, trees_from_sklearn
 from polymodal.ensemble.rundir import Member
 from polymodal.evaluation.inference import predict_outputs
@@ -125,8 +125,8 @@ def tfidf_linear(name: str, config: Config, columns: list[str], tables: Tables,
     module.fit_idf(module.counts(batches["train"]))
     x = {s: sparse.csr_matrix(module.features(module.counts(b)).numpy()) for s, b in batches.items()}
     xs, y = _pooled(x, batches)
-    make, settings = _linear(classify(task), grid)
-    fit = cross_fit(make, settings, xs, _labels(y), task.num_outputs, lambda logits: score(logits, y),
+    make, settings = _linear(task.name, grid)
+    fit = cross_fit(make, settings, xs, _labels(y, task), task.num_outputs, lambda logits: score(logits, y),
                     classify(task))
     module.linear.weight.data = torch.from_numpy(np.asarray(fit.model.coef_)).float().reshape(
         task.num_outputs, -1)
@@ -139,18 +139,23 @@ def classify(task: Task) -> bool:
     return task.name in ("binary", "multiclass")
 
 
-def _labels(y: Tensor) -> np.ndarray:
-    """Targets as scikit-learn takes them: class indices, or one standardized number per record."""
-    y = y.numpy()
-    return y.reshape(len(y), -1)[:, 0] if y.dtype.kind == "f" else y
+def _labels(y: Tensor, task: Task) -> np.ndarray:
+    """Targets as scikit-learn takes them: class indices, one standardized number per record (regression), or
+    a 0/1 matrix (multilabel)."""
+    if task.name == "regression":
+        return y.numpy().reshape(len(y), -1)[:, 0]
+    return y.numpy().astype(np.int64)
 
 
-def _linear(classification: bool, grid: list[float]) -> tuple[Callable[[dict[str, Any]], Any], list[dict[str, Any]]]:
+def _linear(task: str, grid: list[float]) -> tuple[Callable[[dict[str, Any]], Any], list[dict[str, Any]]]:
+    """The linear model and its settings: logistic regression (multilabel: one per label) or ridge."""
     from sklearn.linear_model import LogisticRegression, Ridge
 
-    if classification:
-        return (lambda g: LogisticRegression(max_iter=2000, **g),
-                [{"C": c, "class_weight": w} for c in grid for w in (None, "balanced")])
+    settings = [{"C": c, "class_weight": w} for c in grid for w in (None, "balanced")]
+    if task == "multilabel":
+        return lambda g: PerLabel(lambda: LogisticRegression(max_iter=2000, **g)), settings
+    if task != "regression":
+        return lambda g: LogisticRegression(max_iter=2000, **g), settings
     return lambda g: Ridge(**g), [{"alpha": 1 / c} for c in grid]
 
 
@@ -168,7 +173,7 @@ def trees(name: str, config: Config, spec: TabularSpec, tables: Tables, score: C
     model = HistGradientBoostingClassifier if classify(task) else HistGradientBoostingRegressor
     # every setting unweighted, and the middle one balanced too (each setting costs 5 fits)
     settings = [*grid, grid[len(grid) // 2] | {"class_weight": "balanced"}] if classify(task) else grid
-    fit = cross_fit(lambda o: model(early_stopping=False, random_state=0, **o), settings, xs, _labels(y),
+    fit = cross_fit(lambda o: model(early_stopping=False, random_state=0, **o), settings, xs, _labels(y, task),
                     task.num_outputs, lambda logits: score(logits, y), classify(task))
     module = trees_from_sklearn(fit.model, ["tabular"])
     return _scored(name, cfg, processors, module, fit, batches, y, start,

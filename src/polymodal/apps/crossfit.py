@@ -31,10 +31,41 @@ class CrossFit:
     score: float
 
 
+class PerLabel:
+    """Multilabel: one binary classifier per label column of Y (N, L); a label with one value in the records
+    it is fitted on gets a constant logit. `coef_` (L, F) and `intercept_` (L,) are the linear members' own
+    (constant labels: zero weights), so a linear per-label model copies into one linear layer."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+
+    def fit(self, x: Any, y: np.ndarray) -> PerLabel:
+        self.models = [self.make().fit(x, y[:, j]) if len(np.unique(y[:, j])) > 1 else float(y[0, j])
+                       for j in range(y.shape[1])]
+        return self
+
+    def decision_function(self, x: Any) -> np.ndarray:
+        cols = [np.full(x.shape[0], ABSENT if m == 0 else -ABSENT) if isinstance(m, float)
+                else m.decision_function(x) for m in self.models]
+        return np.stack(cols, axis=1).astype(np.float32)  # (N, L)
+
+    @property
+    def coef_(self) -> np.ndarray:
+        width = next(m.coef_.shape[1] for m in self.models if not isinstance(m, float))
+        return np.stack([np.zeros(width) if isinstance(m, float) else m.coef_[0] for m in self.models])
+
+    @property
+    def intercept_(self) -> np.ndarray:
+        return np.asarray([(ABSENT if m == 0 else -ABSENT) if isinstance(m, float) else m.intercept_[0]
+                           for m in self.models])
+
+
 def as_logits(model: Any, x: Any, num_outputs: int) -> Tensor:
     """A fitted classifier's decision function in the task's logit layout: (N, 1) for binary, (N, K)
     otherwise, with the columns of classes the model never saw set to a very low logit. A regressor's
     predictions become (N, 1)."""
+    if isinstance(model, PerLabel):
+        return torch.from_numpy(model.decision_function(x))
     if not hasattr(model, "classes_"):
         return torch.from_numpy(np.asarray(model.predict(x), dtype=np.float32)).reshape(-1, 1)
     classes = np.asarray(model.classes_)

@@ -37,7 +37,8 @@ from polymodal.data.splits import Table, ensure_val, label_field, split_frame, t
 from polymodal.ensemble.model import from_probability, to_probability
 from polymodal.ensemble.rundir import save_ensemble
 from polymodal.rundir import write_manifest
-from polymodal.tasks import Task, build_task
+from polymodal.output import Output
+from polymodal.tasks import Multilabel, Task, build_task
 
 log = logging.getLogger(__name__)
 Preset = Literal["fast", "best"]
@@ -208,7 +209,8 @@ def check_labels(tables: dict[str, Table], target: str, options: FitOptions) -> 
                               f"({', '.join(sorted(set(unseen))[:10])}); they are left out of its metrics")
 
 
-MAIN_METRICS = {"regression": ("rmse", "mae", "r2")}  # classification: accuracy and macro-F1
+MAIN_METRICS = {"regression": ("rmse", "mae", "r2"), "multilabel": ("micro_f1", "macro_f1", "map")}
+# binary and multiclass: accuracy and macro-F1
 
 
 def main_metrics(task: str) -> tuple[str, ...]:
@@ -228,7 +230,17 @@ class Scorer:
     def __call__(self, logits: Tensor, target: Tensor) -> float:
         if self.task.name == "regression":
             return -float((logits.float() - target.float().reshape(logits.shape)).pow(2).mean().sqrt())
+        if self.task.name == "multilabel":
+            return sum(micro_macro_f1(logits > 0, target > 0)) / 2
         return sum(accuracy_macro_f1(self.task.class_index(logits), target, self.task.num_outputs)) / 2
+
+
+def micro_macro_f1(predicted: Tensor, target: Tensor) -> tuple[float, float]:
+    """Multilabel micro- and macro-F1 of (N, L) decisions (macro: over labels predicted or present)."""
+    hit = (predicted & target).sum(0).float()  # (L,)
+    support = (predicted.sum(0) + target.sum(0)).float()  # (L,) 2TP + FP + FN
+    micro = float(2 * hit.sum() / support.sum()) if support.sum() > 0 else 0.0
+    return micro, float((2 * hit[support > 0] / support[support > 0]).mean()) if (support > 0).any() else 0.0
 
 
 def accuracy_macro_f1(predicted: Tensor, target: Tensor, num_outputs: int) -> tuple[float, float]:
@@ -277,7 +289,7 @@ def collapsed(done: list[Scored], task: Task, options: FitOptions) -> None:
     for s in done:
         logits, target = s.logits["val"], s.targets["val"]
         predicted = set(map(str, task.predict(logits)))
-        if len(predicted) == 1 and len(set(target.tolist())) > 1:
+        if len(predicted) == 1 and len({str(t) for t in target.tolist()}) > 1:
             warn(options, f"candidate {s.member.name} predicts {predicted.pop()!r} for every validation record "
                           "(a collapsed model)")
         elif task.metrics(logits, target).get("macro_f1", 1.0) == 0:
@@ -320,7 +332,7 @@ def candidate_plan(config: Config, cols: Columns, preset: Preset) -> list[tuple[
     if cols.text:
         linear = "ridge" if config.target.task == "regression" else "logreg"
         plan.append((f"text_tfidf_{linear}", "tfidf", cols.text))
-    if "tabular" in config.modalities:
+    if "tabular" in config.modalities and config.target.task != "multilabel":  # trees: one output column
         plan.append(("tabular_trees", "trees", config.modalities["tabular"]))
     singles = list(config.modalities) if len(config.modalities) > 1 else []
     plan += [(f"{m}_alone", "neural", (m,)) for m in singles]
@@ -382,13 +394,36 @@ def leaderboard(done: list[Scored], selection: Selection, ensemble: dict[str, di
     return pd.DataFrame(rows)
 
 
+def mixture(done: list[Scored], weights: dict[str, float], split: str, task: str) -> Tensor:
+    """The ensemble's probabilities (regression: values) on a split."""
+    return sum(weights.get(s.member.name, 0.0) * to_probability(s.logits[split], task) for s in done)  # type: ignore
+
+
 def ensemble_metrics(done: list[Scored], weights: dict[str, float], scorer: Scorer,
-                     task: str) -> dict[str, dict[str, float]]:
+                     task: Task) -> dict[str, dict[str, float]]:
+    """Metrics of the ensemble; multilabel decisions at the task's per-label thresholds."""
     out = {}
     for split in ("val", "test"):
-        p = sum(weights.get(s.member.name, 0.0) * to_probability(s.logits[split], task) for s in done)
-        out[split] = scorer.metrics(from_probability(p, task), done[0].targets[split])  # type: ignore[arg-type]
+        logits = from_probability(mixture(done, weights, split, task.name), task.name)
+        if isinstance(task, Multilabel):
+            logits = task.scores(Output(logits=logits, fused=logits, features={}))
+        out[split] = scorer.metrics(logits, done[0].targets[split])
     return out
+
+
+def tune_label_thresholds(done: list[Scored], weights: dict[str, float], task: Multilabel,
+                          options: FitOptions) -> None:
+    """Per-label thresholds of the chosen model tuned on validation (F1 per label); a warning names the labels
+    that occur in validation but still never fire."""
+    from polymodal.training.thresholds import best_thresholds
+
+    p, target = mixture(done, weights, "val", "multilabel"), done[0].targets["val"]
+    task.thresholds = best_thresholds(p.numpy(), target.numpy())
+    fired = (p >= torch.tensor(task.thresholds)).any(0)  # (L,)
+    silent = [c for c, f, n in zip(task.classes, fired.tolist(), target.sum(0).tolist()) if not f and n > 0]
+    if silent:
+        warn(options, f"{len(silent)} label(s) never fire on validation at any threshold: "
+                      + ", ".join(silent[:20]))
 
 
 def write_best(best_dir: Path, done: list[Scored], weights: dict[str, float], task: Task,
@@ -396,7 +431,7 @@ def write_best(best_dir: Path, done: list[Scored], weights: dict[str, float], ta
     """A single polymodal run is copied as it is; anything else is written as an ensemble run."""
     shutil.rmtree(best_dir, ignore_errors=True)
     chosen = [s for s in done if weights.get(s.member.name, 0) > 0]
-    if len(chosen) == 1 and chosen[0].member.kind == "run":
+    if len(chosen) == 1 and chosen[0].member.kind == "run" and not isinstance(task, Multilabel):
         src = Path(chosen[0].member.config.run_dir())
         shutil.copytree(src, best_dir, ignore=shutil.ignore_patterns("checkpoints"))
         return
@@ -425,9 +460,9 @@ def fit_table(data: pd.DataFrame | str | Path, target: str, split_column: str | 
     if not (cols.files or cols.text or cols.numeric or cols.categorical or cols.vector):
         raise ValueError("no usable input column: every column is the target, ignored, id-like or empty")
     task = infer_task(frame[target])
-    if task not in ("binary", "multiclass", "regression"):
+    if task not in ("binary", "multiclass", "regression", "multilabel"):
         raise ValueError(f"target {target!r} looks like a {task} target; fit handles classification (binary, "
-                         "multiclass) and regression targets for now: train it with a config (`polymodal train`)")
+                         "multiclass, multilabel) and regression targets: train it with a config (`polymodal train`)")
     if cols.files and isinstance(data, pd.DataFrame):
         frame = absolute_files(frame, cols, root)
         write_table(frame, source)
@@ -439,7 +474,7 @@ def fit_table(data: pd.DataFrame | str | Path, target: str, split_column: str | 
     sizes = {c: native_size(frame[c], root) for c, kind in cols.files.items() if kind == "image"}
     config = build_config(source, cols, task, options, int(0.7 * len(frame)), sizes)
     tables = _splits(config)
-    classes = task != "regression"
+    classes = task in ("binary", "multiclass")
     config = build_config(source, cols, task, options, len(tables["train"].frame), sizes,
                           class_weight(tables["train"].frame[target]) if classes else "none")
     dump_config(config, options.out / "config.yaml")
@@ -451,7 +486,9 @@ def fit_table(data: pd.DataFrame | str | Path, target: str, split_column: str | 
     done = train_candidates(config, cols, tables, scorer, options, start)
     collapsed(done, task_, options)
     selection = choose(done, scorer, task)
-    metrics = ensemble_metrics(done, selection.weights, scorer, task)
+    if isinstance(task_, Multilabel):
+        tune_label_thresholds(done, selection.weights, task_, options)
+    metrics = ensemble_metrics(done, selection.weights, scorer, task_)
     table = leaderboard(done, selection, metrics, scorer)
     table.to_csv(options.out / "leaderboard.csv", index=False)
     write_best(options.out / "best", done, selection.weights, task_, metrics)
