@@ -1,10 +1,11 @@
 """`polymodal fit DATA --target COLUMN`: zero-config training that is honest about what earns its place.
 
-It infers each column's modality, builds a config with defaults fitted to the data (pretrained frozen encoders
-where their weight packages are installed, epochs and batch size from the data size), trains candidates
-(each modality alone, TF-IDF + logistic regression on the text, gradient-boosted trees on the table, all
-modalities fused), selects a weighted ensemble on validation (greedy, with replacement), and keeps whichever
-scores best on validation. Written: `OUT/config.yaml` (the inferred config; `polymodal train` takes it),
+It infers each column's modality and the task (binary, multiclass, multilabel, regression), builds a config
+with defaults fitted to the data (pretrained frozen encoders where their weight packages are installed, epochs
+and batch size from the data size, class weights when the classes are imbalanced), trains candidates (TF-IDF
++ a linear model on the text and gradient-boosted trees on the table, both cross-fitted over train +
+validation; each modality alone and all modalities fused, early-stopped on a part of train), selects a
+weighted ensemble by bagged greedy selection, and keeps it only if it scores above the best single candidate. Written: `OUT/config.yaml` (the inferred config; `polymodal train` takes it),
 `OUT/leaderboard.csv`, `OUT/candidates/` and `OUT/best/`, a run directory that `Predictor`, `predict`,
 `evaluate` and `serve` load like any other.
 """
