@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -40,8 +41,10 @@ def emoji_table(root: Path, n: int = 650) -> Path:
     src = materialize_emoji()
     frame = pd.read_csv(src / "records.csv")
     sample, _ = train_test_split(frame, train_size=n, stratify=frame["group"], random_state=0)
-    sample = sample.assign(image=[str(src / p) for p in sample["image"]])
-    root.mkdir(parents=True, exist_ok=True)
+    (root / "images").mkdir(parents=True, exist_ok=True)  # the pictures beside the table (paths stay inside it)
+    for p in sample["image"]:
+        shutil.copyfile(src / p, root / "images" / Path(p).name)
+    sample = sample.assign(image=[f"images/{Path(p).name}" for p in sample["image"]])
     sample[["id", "image", "name", "keywords", "group", "split"]].to_csv(root / "emoji.csv", index=False)
     return root / "emoji.csv"
 

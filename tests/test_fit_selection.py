@@ -172,3 +172,17 @@ def test_label_that_never_fires_is_warned(capsys: pytest.CaptureFixture[str]) ->
     tune_label_thresholds([scored], {"m": 1.0}, task, FitOptions("y"))  # type: ignore[arg-type]
     assert "1 label(s) never fire on validation at any threshold: c" in capsys.readouterr().out
     assert task.thresholds is not None and len(task.thresholds) == 3
+
+
+def test_ensemble_that_wins_by_a_record_is_not_taken() -> None:
+    rng = np.random.default_rng(2)
+    target = rng.integers(0, 2, 50)
+    a = rng.random(50) < 0.8
+    b = a.copy()
+    flip = np.flatnonzero(~a)[:1]
+    b[flip] = True  # b: one more record right than a...
+    b[np.flatnonzero(a)[:1]] = False  # ...and one fewer: a tie; their average can break it by one record
+    done = [_scored("a", a, target, 50), _scored("b", b, target, 50)]
+    done[0].oof = None
+    selection = choose(done, _task(), "multiclass", bags=5)
+    assert len(selection.weights) == 1 and "bootstrap samples" in selection.how

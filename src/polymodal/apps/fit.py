@@ -278,11 +278,29 @@ def choose(done: list[Scored], scorer: Scorer, task: str, bags: int = 20) -> Sel
     assert target is not None
     probs = {m: to_probability(v, task) for m, v in logits.items()}
     weights = bagged_ensemble(probs, lambda p, rows: scorer(from_probability(p, task), target[rows]), bags)
-    mixed = scorer(from_probability(sum(w * probs[m] for m, w in weights.items()), task), target)  # type: ignore
+    mixed = from_probability(sum(w * probs[m] for m, w in weights.items()), task)  # type: ignore[arg-type]
     best = max(logits, key=lambda m: scorer(logits[m], target))
-    if len(weights) == 1 or mixed <= scorer(logits[best], target):
-        return Selection({best: 1.0}, f"best single candidate on {where} (no bagged ensemble scored higher)")
-    return Selection(weights, f"bagged greedy selection ({bags} bootstrap samples x 25 rounds) on {where}")
+    wins = win_rate(mixed, logits[best], target, scorer) if len(weights) > 1 else 0.0
+    if scorer(mixed, target) <= scorer(logits[best], target) or wins < CONFIDENCE:
+        return Selection({best: 1.0}, f"best single candidate on {where} (the bagged ensemble scored higher on "
+                                      f"{wins:.0%} of {RESAMPLES} bootstrap samples; {CONFIDENCE:.0%} needed)")
+    return Selection(weights, f"bagged greedy selection ({bags} bootstrap samples x 25 rounds) on {where}; "
+                              f"above the best single candidate ({best}) on {wins:.0%} of {RESAMPLES} bootstrap "
+                              "samples")
+
+
+CONFIDENCE, RESAMPLES = 0.8, 200
+
+
+def win_rate(mixed: Tensor, single: Tensor, target: Tensor, scorer: Scorer, seed: int = 1) -> float:
+    """The share of bootstrap samples of the records on which the ensemble scores above the single candidate:
+    an ensemble that wins by a record or two on a small validation split is noise, not an improvement."""
+    generator = torch.Generator().manual_seed(seed)
+    wins = 0
+    for _ in range(RESAMPLES):
+        rows = torch.randint(0, len(target), (len(target),), generator=generator)
+        wins += scorer(mixed[rows], target[rows]) > scorer(single[rows], target[rows])
+    return wins / RESAMPLES
 
 
 def collapsed(done: list[Scored], task: Task, options: FitOptions) -> None:
