@@ -211,7 +211,7 @@ def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback]
         raise NonFiniteError(f"training ended with weight {bad!r} not finite; nothing was saved as a finished run. "
                              f"{LIKELY_CAUSES}")
     if isinstance(prep.task, Multilabel):  # per-label thresholds tuned on validation (saved with the task)
-        tune_thresholds(model.cpu(), prep.task, prep.processors, prep.datasets["val"])
+        tune_thresholds(model.cpu(), prep.task, prep.processors, data["val"])
         save_pipeline(work, config, prep.processors, prep.task)
     save_weights(work, model)
     metrics = evaluate_splits(model, prep, data)
