@@ -214,7 +214,7 @@ def shifted_section(run_dir: Path) -> Section | None:
 def cost_section(run: Run, dataset: MultimodalDataset) -> Section:
     from polymodal.evaluation.cost import measure_cost
 
-    cost = measure_cost(run, dataset)
+    cost = measure_cost(run, dataset, batch_size=32)  # every encoder runs here: a small batch keeps it seconds
     return Section("Cost", [pd.DataFrame([cost]).T.rename(columns={0: "value"})])
 
 
