@@ -16,6 +16,7 @@ from polymodal.encoders.pretrained.weights import (
     adapt_first_conv,
     load_into,
     load_state_dict,
+    package_of,
     resolve,
     unavailable,
 )
@@ -116,7 +117,7 @@ class EfficientNetLite0Encoder(FeatureMapEncoder):
             net._conv_stem = adapted
         self.backbone = _Features(net)
         self.width = 1280
-        self.finish(out_dim)
+        self.finish(out_dim, package_of(weights, EFFICIENTNET_LITE0) if pretrained else None)
 
     @classmethod
     def unavailable(cls) -> str | None:

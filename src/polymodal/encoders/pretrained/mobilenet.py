@@ -16,6 +16,7 @@ from polymodal.encoders.pretrained.weights import (
     adapt_first_conv,
     load_into,
     load_state_dict,
+    package_of,
     resolve,
     unavailable,
 )
@@ -95,7 +96,7 @@ class MobileNetV2Encoder(FeatureMapEncoder):
             net.features[0][0] = adapted
         self.backbone = net.features
         self.width = 1280
-        self.finish(out_dim)
+        self.finish(out_dim, package_of(weights, MOBILENET_V2) if pretrained else None)
 
     @classmethod
     def unavailable(cls) -> str | None:
