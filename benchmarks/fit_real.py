@@ -64,10 +64,10 @@ def cars_table(root: Path) -> Path:
     return root / "cars.csv"
 
 
-def image_stats(paths: pd.Series) -> np.ndarray:
+def image_stats(paths: pd.Series, root: Path) -> np.ndarray:
     rows = []
     for p in paths:
-        with Image.open(p) as img:
+        with Image.open(root / p) as img:
             rgb = np.asarray(img.convert("RGB").resize((32, 32)), dtype=np.float32) / 255
         hist = np.histogramdd(rgb.reshape(-1, 3), bins=(4, 4, 4), range=[(0, 1)] * 3)[0].ravel() / 1024
         grey = np.asarray(Image.fromarray((rgb * 255).astype(np.uint8)).convert("L").resize((8, 8))).ravel() / 255
@@ -86,7 +86,7 @@ def pick(make, grid, x: dict, y: dict):  # type: ignore[no-untyped-def]
 
 
 def baselines(frame: pd.DataFrame, target: str, text: list[str], numbers: list[str],
-              image: str | None) -> dict[str, tuple[float, float]]:
+              image: str | None, root: Path) -> dict[str, tuple[float, float]]:
     parts = {s: frame[frame["split"] == s] for s in ("train", "val", "test")}
     regression = frame[target].dtype.kind == "f"
     y = {s: (p[target].to_numpy(float) if regression else p[target].astype(str).to_numpy())
@@ -99,7 +99,7 @@ def baselines(frame: pd.DataFrame, target: str, text: list[str], numbers: list[s
     if numbers:
         blocks["numbers"] = {s: p[numbers].to_numpy(dtype=float) for s, p in parts.items()}
     if image:
-        stats = {s: image_stats(p[image]) for s, p in parts.items()}
+        stats = {s: image_stats(p[image], root) for s, p in parts.items()}
         scaler = StandardScaler().fit(stats["train"])
         blocks["image statistics"] = {s: scaler.transform(v) for s, v in stats.items()}
     logreg = lambda g: LogisticRegression(C=g[0], class_weight=g[1], max_iter=3000)  # noqa: E731
@@ -165,7 +165,7 @@ def main() -> None:
         main = ("rmse", "r2") if regression else ("accuracy", "macro_f1")
         load = os.getloadavg()
         t0 = time.perf_counter()
-        base = baselines(frame, target, text, numbers, image)
+        base = baselines(frame, target, text, numbers, image, path.parent)
         base_s = time.perf_counter() - t0
         metrics, fit_s, board = run_fit(path, target, args.out / f"fit_{name}")
         load_after = os.getloadavg()
