@@ -183,7 +183,8 @@ def test_ensemble_that_wins_by_a_record_is_not_taken() -> None:
     done = []
     for name, p in (("a", p_a), ("b", p_b)):
         logits = torch.stack([p, 1 - p], dim=1).log()
-        done.append(Scored(Member(name, None, {}, nn.Identity()), {"val": logits}, {"val": target}, 0.0))  # type: ignore
+        member = Member(name, None, {}, nn.Identity())  # type: ignore[arg-type]
+        done.append(Scored(member, {"val": logits}, {"val": target}, 0.0))
     selection = choose(done, _task(), "multiclass", bags=5)
     # the mixture is right on one record more, which a bootstrap sample holds about 64% of the time
     assert selection.weights == {"a": 1.0} and "% of 200 bootstrap samples; 80% needed" in selection.how

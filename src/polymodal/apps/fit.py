@@ -5,7 +5,8 @@ with defaults fitted to the data (pretrained frozen encoders where their weight 
 and batch size from the data size, class weights when the classes are imbalanced), trains candidates (TF-IDF
 + a linear model on the text and gradient-boosted trees on the table, both cross-fitted over train +
 validation; each modality alone and all modalities fused, early-stopped on a part of train), selects a
-weighted ensemble by bagged greedy selection, and keeps it only if it scores above the best single candidate. Written: `OUT/config.yaml` (the inferred config; `polymodal train` takes it),
+weighted ensemble by bagged greedy selection, and keeps it only if it clearly scores above the best single
+candidate. Written: `OUT/config.yaml` (the inferred config; `polymodal train` takes it),
 `OUT/leaderboard.csv`, `OUT/candidates/` and `OUT/best/`, a run directory that `Predictor`, `predict`,
 `evaluate` and `serve` load like any other.
 """

@@ -4,7 +4,8 @@ Each is fitted with scikit-learn and then copied into tensors (nothing is pickle
 - `TfidfLinear`: TF-IDF of the text processors' token ids (sublinear term frequency, smoothed idf, L2 norm per
   text modality) followed by a linear model (logistic regression coefficients).
 - `TreeEnsemble`: the trees of a fitted `HistGradientBoostingClassifier`/`Regressor` (thresholds on raw values,
-  the side missing values go to, leaf values; missing numbers are NaN, as they were when the trees were fitted), evaluated level by level for all trees at once.
+  the side missing values go to, leaf values; missing numbers are NaN, as they were when the trees were
+  fitted), evaluated level by level for all trees at once.
 Both take a model-input Batch and return logits (B, K) in the task's convention (binary: one logit).
 """
 
