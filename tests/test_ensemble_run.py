@@ -68,3 +68,17 @@ def test_ensemble_run_round_trip(tmp_path: Path) -> None:
         tab.logits["test"], "multiclass")
     assert np.allclose(proba, expected.numpy(), atol=1e-5)
     assert predictor.evaluate(tables["test"].frame)["accuracy"] > 0.9
+
+
+def test_tfidf_pairs_see_word_order() -> None:
+    from polymodal.ensemble.classical import TfidfLinear, pair_counts
+
+    ids = torch.tensor([[1, 2, 1, 2, 0], [2, 1, 2, 1, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 0]])
+    counts = pair_counts(ids, mask, 64)
+    assert counts.sum(1).tolist() == [3.0, 3.0]  # padding pairs left out
+    module = TfidfLinear({"t": 4}, 2, pairs=64)
+    batch = Batch({"t": {"ids": ids, "mask": mask}}, {"t": torch.ones(2, dtype=torch.bool)})
+    unigrams, both = module.counts(batch)["t"], module.features(module.counts(batch))
+    assert torch.equal(unigrams[0], unigrams[1]) and not torch.allclose(both[0], both[1])
+    assert TfidfLinear(**module.options()).linear.in_features == 4 + 64

@@ -26,6 +26,7 @@ from polymodal.processors import Processor
 from polymodal.tasks import Task
 
 Tables = dict[str, Table]
+PAIRS = 2**15  # hash buckets of word bigrams per text column in the TF-IDF candidate
 
 
 @dataclass
@@ -121,7 +122,8 @@ def tfidf_linear(name: str, config: Config, columns: list[str], tables: Tables,
     start = time.perf_counter()
     specs = {c: TextSpec(type="text", field=c, max_length=256, vocab_size=30000) for c in columns}
     cfg, processors, task, batches = _pipeline(config, specs, tables)
-    module = TfidfLinear({m: p.encoder_inputs()["vocab_size"] for m, p in processors.items()}, task.num_outputs)
+    module = TfidfLinear({m: p.encoder_inputs()["vocab_size"] for m, p in processors.items()}, task.num_outputs,
+                         pairs=PAIRS)
     module.fit_idf(module.counts(batches["train"]))
     x = {s: sparse.csr_matrix(module.features(module.counts(b)).numpy()) for s, b in batches.items()}
     xs, y = _pooled(x, batches)

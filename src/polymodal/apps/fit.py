@@ -281,6 +281,8 @@ def choose(done: list[Scored], scorer: Scorer, task: str, bags: int = 20) -> Sel
     weights = bagged_ensemble(probs, lambda p, rows: scorer(from_probability(p, task), target[rows]), bags)
     mixed = from_probability(sum(w * probs[m] for m, w in weights.items()), task)  # type: ignore[arg-type]
     best = max(logits, key=lambda m: scorer(logits[m], target))
+    if len(logits) == 1:
+        return Selection({best: 1.0}, "the only candidate")
     wins = win_rate(mixed, logits[best], target, scorer) if len(weights) > 1 else 0.0
     if scorer(mixed, target) <= scorer(logits[best], target) or wins < CONFIDENCE:
         return Selection({best: 1.0}, f"best single candidate on {where} (the bagged ensemble scored higher on "

@@ -26,31 +26,42 @@ def token_counts(ids: Tensor, mask: Tensor, vocab: int) -> Tensor:
     return counts.scatter_add_(1, ids.clamp(0, vocab - 1), mask.float())  # (B, V)
 
 
+def pair_counts(ids: Tensor, mask: Tensor, buckets: int) -> Tensor:
+    """(B, H) occurrences of each adjacent token pair (word bigram) among the real positions, hashed into H
+    buckets."""
+    pairs = (ids[:, :-1].long() * 1_000_003 + ids[:, 1:].long()) % buckets  # (B, T-1)
+    both = mask[:, :-1].float() * mask[:, 1:].float()  # (B, T-1)
+    return torch.zeros(ids.shape[0], buckets, device=ids.device).scatter_add_(1, pairs, both)  # (B, H)
+
+
 class TfidfLinear(nn.Module):
-    """TF-IDF per text modality, concatenated, then `logits = x @ coef.T + intercept`.
+    """TF-IDF per text modality (its tokens and, with `pairs`, its hashed token bigrams, L2-normalised
+    together), concatenated, then `logits = x @ coef.T + intercept`.
 
     Args:
         vocab: vocabulary size per text modality (in order).
         num_outputs: logits per record (1 for binary).
+        pairs: hash buckets of token bigrams per modality (0: tokens only).
     """
 
     kind = "tfidf_linear"
 
-    def __init__(self, vocab: dict[str, int], num_outputs: int) -> None:
+    def __init__(self, vocab: dict[str, int], num_outputs: int, pairs: int = 0) -> None:
         super().__init__()
-        self.vocab = dict(vocab)
-        self.idf = nn.ParameterDict({m: nn.Parameter(torch.ones(v), requires_grad=False) for m, v in vocab.items()})
-        self.linear = nn.Linear(sum(vocab.values()), num_outputs)
+        self.vocab, self.pairs = dict(vocab), pairs
+        sizes = {k: n for m, v in vocab.items() for k, n in ((m, v), (f"{m}__pairs", pairs)) if n}
+        self.idf = nn.ParameterDict({k: nn.Parameter(torch.ones(n), requires_grad=False) for k, n in sizes.items()})
+        self.linear = nn.Linear(sum(sizes.values()), num_outputs)
         self.linear.requires_grad_(False)
 
     def options(self) -> dict[str, Any]:
-        return {"vocab": self.vocab, "num_outputs": self.linear.out_features}
+        return {"vocab": self.vocab, "num_outputs": self.linear.out_features, "pairs": self.pairs}
 
     def fit_idf(self, counts: dict[str, Tensor]) -> None:
-        """Smoothed idf from training counts (N, V) per modality: log((1 + N) / (1 + df)) + 1."""
-        for m, c in counts.items():
+        """Smoothed idf from training counts (N, V) per block: log((1 + N) / (1 + df)) + 1."""
+        for k, c in counts.items():
             df = (c > 0).float().sum(0)  # (V,)
-            self.idf[m].data = torch.log((1 + c.shape[0]) / (1 + df)) + 1
+            self.idf[k].data = torch.log((1 + c.shape[0]) / (1 + df)) + 1
 
     def counts(self, batch: Batch) -> dict[str, Tensor]:
         out = {}
@@ -58,14 +69,17 @@ class TfidfLinear(nn.Module):
             inputs = batch.inputs[m]
             present = batch.present[m].float()[:, None]  # (B, 1)
             out[m] = token_counts(inputs["ids"], inputs["mask"], v) * present  # (B, V)
+            if self.pairs:
+                out[f"{m}__pairs"] = pair_counts(inputs["ids"], inputs["mask"], self.pairs) * present  # (B, H)
         return out
 
     def features(self, counts: dict[str, Tensor]) -> Tensor:
         blocks = []
-        for m, c in counts.items():
-            x = torch.log1p(c) * self.idf[m]  # (B, V)
+        for m in self.vocab:
+            x = torch.cat([torch.log1p(c) * self.idf[k] for k, c in counts.items()
+                           if k in (m, f"{m}__pairs")], dim=1)  # (B, V [+ H])
             blocks.append(x / x.norm(dim=1, keepdim=True).clamp_min(1e-12))
-        return torch.cat(blocks, dim=1)  # (B, sum V)
+        return torch.cat(blocks, dim=1)  # (B, sum)
 
     def forward(self, batch: Batch) -> Tensor:
         return self.linear(self.features(self.counts(batch)))  # (B, K)
