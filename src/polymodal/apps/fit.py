@@ -283,8 +283,10 @@ def choose(done: list[Scored], scorer: Scorer, task: str, bags: int = 20) -> Sel
     best = max(logits, key=lambda m: scorer(logits[m], target))
     if len(logits) == 1:
         return Selection({best: 1.0}, "the only candidate")
-    wins = win_rate(mixed, logits[best], target, scorer) if len(weights) > 1 else 0.0
-    if scorer(mixed, target) <= scorer(logits[best], target) or wins < CONFIDENCE:
+    if len(weights) == 1 or scorer(mixed, target) <= scorer(logits[best], target):
+        return Selection({best: 1.0}, f"best single candidate on {where} (no bagged ensemble scored higher)")
+    wins = win_rate(mixed, logits[best], target, scorer)
+    if wins < CONFIDENCE:
         return Selection({best: 1.0}, f"best single candidate on {where} (the bagged ensemble scored higher on "
                                       f"{wins:.0%} of {RESAMPLES} bootstrap samples; {CONFIDENCE:.0%} needed)")
     return Selection(weights, f"bagged greedy selection ({bags} bootstrap samples x 25 rounds) on {where}; "
