@@ -91,6 +91,17 @@ def test_latency_is_positive() -> None:
     assert latency_ms(model, batch, repeats=3, warmup=1) > 0
 
 
+def test_latency_stops_repeating_when_its_budget_is_spent(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, batch = linear_model()
+    passes: list[int] = []
+    model.register_forward_hook(lambda *_: passes.append(1))
+    latency_ms(model, batch, repeats=20, warmup=3, budget_s=0.0)
+    assert len(passes) == 4  # a spent budget: one warm-up and three timed passes, not 3 + 20
+    passes.clear()
+    latency_ms(model, batch, repeats=5, warmup=2, budget_s=None)
+    assert len(passes) == 7
+
+
 @pytest.fixture(scope="module")
 def run_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cost") / "late"

@@ -28,7 +28,9 @@ def test_trees_match_sklearn() -> None:
     y = (np.nan_to_num(x[:, 0]) + np.nan_to_num(x[:, 1]) ** 2 > 0.5).astype(int) + (x[:, 2] > 1)
     model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(x, y)
     module = trees_from_sklearn(model, ["tab"])
-    batch = Batch({"tab": {"numeric": torch.from_numpy(x).float()}}, {"tab": torch.ones(200, dtype=torch.bool)})
+    missing = np.isnan(x)
+    numeric = torch.from_numpy(np.concatenate([np.nan_to_num(x), missing], axis=1)).float()  # as the processor
+    batch = Batch({"tab": {"numeric": numeric}}, {"tab": torch.ones(200, dtype=torch.bool)})
     expected = model.decision_function(x.astype(np.float32).astype(np.float64))
     assert np.allclose(module(batch).numpy(), expected, atol=1e-4)
 
@@ -61,8 +63,22 @@ def test_ensemble_run_round_trip(tmp_path: Path) -> None:
     write_manifest(tmp_path / "best")
     assert not list((tmp_path / "best").glob("*.pkl"))
     predictor = Predictor.load(tmp_path / "best")
-    proba = predictor.predict_proba(tables["val"].frame).to_numpy()
-    expected = 0.75 * to_probability(text.logits["val"], "multiclass") + 0.25 * to_probability(
-        tab.logits["val"], "multiclass")
+    proba = predictor.predict_proba(tables["test"].frame).to_numpy()  # test logits: the refitted models'
+    expected = 0.75 * to_probability(text.logits["test"], "multiclass") + 0.25 * to_probability(
+        tab.logits["test"], "multiclass")
     assert np.allclose(proba, expected.numpy(), atol=1e-5)
     assert predictor.evaluate(tables["test"].frame)["accuracy"] > 0.9
+
+
+def test_tfidf_pairs_see_word_order() -> None:
+    from polymodal.ensemble.classical import TfidfLinear, pair_counts
+
+    ids = torch.tensor([[1, 2, 1, 2, 0], [2, 1, 2, 1, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 0]])
+    counts = pair_counts(ids, mask, 64)
+    assert counts.sum(1).tolist() == [3.0, 3.0]  # padding pairs left out
+    module = TfidfLinear({"t": 4}, 2, pairs=64)
+    batch = Batch({"t": {"ids": ids, "mask": mask}}, {"t": torch.ones(2, dtype=torch.bool)})
+    unigrams, both = module.counts(batch)["t"], module.features(module.counts(batch))
+    assert torch.equal(unigrams[0], unigrams[1]) and not torch.allclose(both[0], both[1])
+    assert TfidfLinear(**module.options()).linear.in_features == 4 + 64

@@ -156,3 +156,55 @@ def test_report_reuses_cached_features(data_dir: Path, tmp_path: Path, monkeypat
     monkeypatch.setattr(report, "cost_section", lambda run, dataset: None)  # the cost section times the encoder
     report.write_report(tmp_path / "run")
     assert calls == [] and "Metrics" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_predictor_evaluate_reads_cached_features_with_the_same_metrics(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import polymodal.predictor as predictor_module
+    from polymodal.predictor import Predictor
+
+    result = train(parse_config(cache_config(data_dir, tmp_path / "run")), report=False)
+    predictor = Predictor.load(tmp_path / "run")
+    records = pd_split(data_dir, result.run_dir, "test")
+    calls: list[str] = []
+    _count_image_forwards(monkeypatch, calls)
+    cached = predictor.evaluate(records, root=data_dir)
+    assert calls == []  # the frozen image encoder did not run
+    monkeypatch.setattr(predictor_module, "frozen_features", lambda config, model, processors, dataset: dataset)
+    plain = predictor.evaluate(records, root=data_dir)
+    assert "image" in calls
+    assert cached.keys() == plain.keys() == result.metrics["test"].keys()
+    for name, value in cached.items():
+        assert value == pytest.approx(plain[name], abs=1e-5) and value == pytest.approx(result.metrics["test"][name],
+                                                                                          abs=1e-5), name
+
+
+def pd_split(data_dir: Path, run_dir: Path, split: str) -> Any:
+    """The records of one split of the run's data (as the run split them)."""
+    from polymodal.data.sources import load_splits
+    from polymodal.data.splits import ensure_val, label_field
+    from polymodal.factory import load_config
+
+    config = load_config(run_dir / "config.yaml")
+    return ensure_val(load_splits(config.data, label_field(config)), config)[split].frame
+
+
+def test_robustness_runs_only_the_corrupted_modalitys_encoder_with_the_same_scores(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import polymodal.evaluation.robustness as robustness
+    from polymodal.data.sources import Table
+    from polymodal.rundir import load_run
+
+    result = train(parse_config(cache_config(data_dir, tmp_path / "run")), report=False)
+    run = load_run(result.run_dir)
+    table = Table(pd_split(data_dir, result.run_dir, "test"), data_dir, "test")
+    only_text = {"title": ["typos"], "photo": [], "specs": []}
+    calls: list[str] = []
+    _count_image_forwards(monkeypatch, calls)
+    cached = robustness.evaluate_robustness(run, table, severities=[0, 3], rates=[0.0, 0.5], corruptions=only_text)
+    assert calls == []  # clean, missing and text-corrupted records: the frozen image encoder's outputs are stored
+    monkeypatch.setattr(robustness, "frozen_features", lambda config, model, processors, dataset: dataset)
+    monkeypatch.setattr(robustness, "carry_features", lambda clean, altered, skip: altered)
+    plain = robustness.evaluate_robustness(run, table, severities=[0, 3], rates=[0.0, 0.5], corruptions=only_text)
+    assert "image" in calls and len(cached) == len(plain) > 5
+    np.testing.assert_allclose(cached["score"].to_numpy(), plain["score"].to_numpy(), atol=1e-5)

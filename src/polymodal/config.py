@@ -213,9 +213,16 @@ class TargetConfig(Strict):
                                                 "wherever they occur (with 1, an unseen label is an error)")
     generation: GenerationConfig | None = Field(
         None, description="task generation: decoder, target vocabulary and search (defaults when omitted)")
+    class_weight: Literal["none", "balanced"] = Field(
+        "none", description="binary/multiclass: balanced weighs each class's loss by N / (K * N_class) of the "
+                            "training split (rare classes count more), at most class_weight_cap")
+    class_weight_cap: float = Field(10.0, gt=0, description="the largest class weight of class_weight: balanced")
 
     @model_validator(mode="after")
     def _field_for_task(self) -> TargetConfig:
+        if self.class_weight != "none" and self.task not in ("binary", "multiclass"):
+            raise ValueError(f"target.class_weight: only tasks binary and multiclass weigh classes; task {self.task} "
+                             "takes none")
         if self.min_count > 1 and self.task not in ("multilabel", "vqa"):
             raise ValueError(f"target.min_count: only tasks multilabel and vqa have a label vocabulary to prune; task "
                              f"{self.task} takes the default 1")

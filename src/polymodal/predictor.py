@@ -12,7 +12,13 @@ import torch
 
 from polymodal.data.dataset import MultimodalDataset, decode, raise_on_fatal
 from polymodal.data.sources import Table, read_table, table_root
-from polymodal.evaluation.inference import empty_embeddings, empty_outputs, predict_embeddings, predict_outputs
+from polymodal.evaluation.inference import (
+    empty_embeddings,
+    empty_outputs,
+    frozen_features,
+    predict_embeddings,
+    predict_outputs,
+)
 from polymodal.output import Output
 from polymodal.rundir import Run, load_run
 
@@ -164,9 +170,11 @@ class Predictor:
         return explain_records(self.run, self._dataset(records, root, with_target=False))
 
     def evaluate(self, records: Records, root: str | Path | None = None) -> dict[str, float]:
-        """Metrics on labelled records (for retrieval, on records with paired modalities)."""
+        """Metrics on labelled records (for retrieval, on records with paired modalities). Frozen encoders' outputs
+        come from the feature cache (see `evaluation.inference.frozen_features`)."""
         dataset = self._dataset(records, root, with_target=True)
         if len(dataset) == 0:
             raise ValueError("no labelled records to evaluate (the data has no rows, or none with a label)")
+        dataset = frozen_features(self.run.config, self.run.model, self.run.processors, dataset)
         out, target = predict_outputs(self.run.model, self.run.processors, dataset, self.batch_size)
         return self.run.task.metrics(self.run.task.scores(out), target, out.embeddings)  # type: ignore[arg-type]

@@ -1,8 +1,11 @@
 """The run directory: resolved config, weights in safetensors, fitted processor state as JSON, a manifest.
 
 A run is written into a temporary sibling folder (`.NAME.partial`) and moved into place when complete, so a
-run directory never mixes two runs. Its manifest holds the sha256 of the config, weights and processors;
-loading checks them. Loading a run reads YAML, JSON and safetensors only; nothing is unpickled.
+run directory never mixes two runs. Its manifest holds the sha256 of the config, weights, processors and
+`packages.json`; loading checks them. Pretrained tensors left unchanged (frozen encoders) are not copied: the
+weights file leaves them out and `packages.json` names the weight package, its version and the sha256 of its
+files, which loading checks against the installed package (`encoders.pretrained.reference`). Loading a run reads
+YAML, JSON and safetensors only; nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from polymodal.config import Config, ConfigError, dump_config
 from polymodal.data.dataset import build_pipeline
+from polymodal.encoders.pretrained.reference import PACKAGES_JSON, check_packages, load_state, read_refs
+from polymodal.encoders.pretrained.reference import save_weights as save_referenced
 from polymodal.ensemble.rundir import ENSEMBLE, load_ensemble
 from polymodal.factory import build_model, load_config
 from polymodal.modalities import modality
@@ -30,7 +35,7 @@ from polymodal.tasks import Task
 
 CONFIG, WEIGHTS, STATE, METRICS = "config.yaml", "model.safetensors", "processors.json", "metrics.json"
 MANIFEST = "manifest.json"
-CHECKED = (CONFIG, STATE, WEIGHTS)  # the files whose sha256 the manifest holds
+CHECKED = (CONFIG, STATE, WEIGHTS)  # the files whose sha256 the manifest holds (and packages.json where written)
 
 
 class RunError(ValueError):
@@ -56,7 +61,8 @@ def save_pipeline(run_dir: Path, config: Config, processors: Mapping[str, Proces
 
 
 def save_weights(run_dir: Path, model: MultimodalModel) -> None:
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(run_dir / WEIGHTS))
+    """The model's tensors, those of weight packages referred to by `packages.json` instead of copied."""
+    save_referenced(run_dir, WEIGHTS, model)
 
 
 def with_default_encoders(config: Config) -> Config:
@@ -75,7 +81,8 @@ def sha256(path: Path) -> str:
 
 
 def write_manifest(run_dir: Path) -> None:
-    write_json(run_dir / MANIFEST, {"sha256": {name: sha256(run_dir / name) for name in CHECKED}})
+    names = [n for n in (*CHECKED, PACKAGES_JSON) if n in CHECKED or (run_dir / n).is_file()]
+    write_json(run_dir / MANIFEST, {"sha256": {name: sha256(run_dir / name) for name in names}})
 
 
 def check_run(path: Path) -> None:
@@ -88,7 +95,10 @@ def check_run(path: Path) -> None:
         expected = json.loads((path / MANIFEST).read_text())["sha256"]
     except (ValueError, KeyError, TypeError) as err:
         raise RunError(f"{str(path / MANIFEST)!r} is damaged ({err}); train the run again") from None
-    for name in CHECKED:
+    for name in (*CHECKED, *([PACKAGES_JSON] if PACKAGES_JSON in expected else [])):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"{str(path)!r} is not a complete run directory: {name} is missing (restore it "
+                                    "or train the run again)")
         if expected.get(name) != sha256(path / name):
             raise RunError(f"{str(path / name)!r} does not match the run's manifest (truncated, damaged or "
                            "replaced after training); refusing to load it. Restore the file or train again.")
@@ -163,8 +173,10 @@ def load_run(run_dir: str | Path) -> Run:
     for m, proc in processors.items():
         proc.load_state(state["modalities"][m])
     task.load_state(state["task"])
+    refs = read_refs(path)
+    check_packages(refs, str(path))  # referenced pretrained weights: the same files must be installed here
     model = build_model(config, processors, task.num_outputs)
-    model.load_state_dict(read_weights(path / WEIGHTS))
+    load_state(model, read_weights(path / WEIGHTS), refs, str(path))
     model.eval()
     return Run(config, processors, task, model, path)
 

@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from polymodal.config import Config, TabularSpec, TextSpec
 from polymodal.data.dataset import MultimodalDataset, build_pipeline, decode, fit_raw, make_loader, raise_on_fatal
 from polymodal.data.sources import Table
-from polymodal.ensemble.classical import TfidfLinear, tabular_matrix, trees_from_sklearn
+from polymodal.apps.crossfit import CrossFit, PerLabel, cross_fit
+from polymodal.ensemble.classical import TfidfLinear, tree_matrix, trees_from_sklearn
 from polymodal.ensemble.rundir import Member
 from polymodal.evaluation.inference import predict_outputs
 from polymodal.features.cache import use_feature_cache
@@ -24,17 +26,23 @@ from polymodal.processors import Processor
 from polymodal.tasks import Task
 
 Tables = dict[str, Table]
+PAIRS = 2**15  # hash buckets of word bigrams per text column in the TF-IDF candidate
 
 
 @dataclass
 class Scored:
-    """A trained candidate, its logits on the validation and test records, and its training time."""
+    """A trained candidate, its logits on the validation and test records, and its training time.
+
+    A cross-fitted (classical) candidate's validation logits are out-of-fold; its test logits come from the
+    model refitted on train + validation."""
 
     member: Member
     logits: dict[str, Tensor]
     targets: dict[str, Tensor]
     seconds: float
     detail: str = ""
+    oof: Tensor | None = None  # cross-fitted candidates: out-of-fold logits of every train + val record
+    oof_target: Tensor | None = None
 
 
 def datasets(tables: Tables, processors: dict[str, Processor], task: Task) -> dict[str, MultimodalDataset]:
@@ -85,59 +93,90 @@ def _pipeline(config: Config, modalities: dict[str, Any], tables: Tables) -> tup
     return cfg, processors, task, batches
 
 
-def _choose(fits: list[tuple[Any, Tensor]], score: Callable[[Tensor], float]) -> Any:
-    """The fitted model whose validation logits score best."""
-    return max(fits, key=lambda f: score(f[1]))[0]
+def _pooled(x: dict[str, Any], batches: dict[str, Any]) -> tuple[Any, Tensor]:
+    """Train and validation records stacked (train first): features and targets."""
+    from scipy import sparse
+
+    stack = sparse.vstack if sparse.issparse(x["train"]) else np.concatenate
+    target = torch.cat([batches["train"].target, batches["val"].target])
+    return stack([x["train"], x["val"]]), target
+
+
+def _scored(name: str, cfg: Config, processors: dict[str, Processor], module: Any, fit: CrossFit,
+            batches: dict[str, Any], target: Tensor, start: float, detail: str) -> Scored:
+    """Validation logits out-of-fold (never fitted on the record they score), test logits from the refit."""
+    n_train = len(batches["train"].target)
+    logits = {"val": fit.oof[n_train:], "test": module(batches["test"]) if "test" in batches else None}
+    targets = {s: batches[s].target for s in ("val", "test") if s in batches}
+    return Scored(Member(name, cfg, processors, module), {s: v for s, v in logits.items() if v is not None},
+                  targets, time.perf_counter() - start, detail, fit.oof, target)
 
 
 def tfidf_linear(name: str, config: Config, columns: list[str], tables: Tables,
                  score: Callable[[Tensor, Tensor], float], grid: list[float]) -> Scored:
-    """TF-IDF of every text column + logistic regression; C and class weighting chosen on validation."""
-    from sklearn.linear_model import LogisticRegression
+    """TF-IDF of every text column + a linear model (classification: logistic regression with C and class
+    weighting (none / balanced); regression: ridge with alpha = 1 / C), chosen on 5-fold out-of-fold
+    predictions over train + validation, then refitted on both."""
+    from scipy import sparse
 
     start = time.perf_counter()
     specs = {c: TextSpec(type="text", field=c, max_length=256, vocab_size=30000) for c in columns}
     cfg, processors, task, batches = _pipeline(config, specs, tables)
-    module = TfidfLinear({m: p.encoder_inputs()["vocab_size"] for m, p in processors.items()}, task.num_outputs)
+    module = TfidfLinear({m: p.encoder_inputs()["vocab_size"] for m, p in processors.items()}, task.num_outputs,
+                         pairs=PAIRS)
     module.fit_idf(module.counts(batches["train"]))
-    x = {s: module.features(module.counts(b)).numpy() for s, b in batches.items()}
-    y = batches["train"].target.numpy()
-    fits = []
-    for c in grid:
-        for weight in (None, "balanced"):
-            model = LogisticRegression(C=c, class_weight=weight, max_iter=2000).fit(x["train"], y)
-            fits.append(((model, c, weight), _as_logits(torch.from_numpy(model.decision_function(x["val"])))))
-    (model, c, weight) = _choose(fits, lambda logits: score(logits, batches["val"].target))
-    module.linear.weight.data = torch.from_numpy(model.coef_).float()
-    module.linear.bias.data = torch.from_numpy(model.intercept_).float()
-    logits = {s: module(b) for s, b in batches.items() if s != "train"}
-    targets = {s: b.target for s, b in batches.items() if s != "train"}
-    return Scored(Member(name, cfg, processors, module), logits, targets, time.perf_counter() - start,
-                  f"C={c}, class_weight={weight}")
+    x = {s: sparse.csr_matrix(module.features(module.counts(b)).numpy()) for s, b in batches.items()}
+    xs, y = _pooled(x, batches)
+    make, settings = _linear(task.name, grid)
+    fit = cross_fit(make, settings, xs, _labels(y, task), task.num_outputs, lambda logits: score(logits, y),
+                    classify(task))
+    module.linear.weight.data = torch.from_numpy(np.asarray(fit.model.coef_)).float().reshape(
+        task.num_outputs, -1)
+    module.linear.bias.data = torch.from_numpy(np.asarray(fit.model.intercept_)).float().reshape(-1)
+    detail = ", ".join(f"{k}={v}" for k, v in fit.setting.items())
+    return _scored(name, cfg, processors, module, fit, batches, y, start, f"{detail}, 5-fold cross-fitted")
+
+
+def classify(task: Task) -> bool:
+    return task.name in ("binary", "multiclass")
+
+
+def _labels(y: Tensor, task: Task) -> np.ndarray:
+    """Targets as scikit-learn takes them: class indices, one standardized number per record (regression), or
+    a 0/1 matrix (multilabel)."""
+    if task.name == "regression":
+        return y.numpy().reshape(len(y), -1)[:, 0]
+    return y.numpy().astype(np.int64)
+
+
+def _linear(task: str, grid: list[float]) -> tuple[Callable[[dict[str, Any]], Any], list[dict[str, Any]]]:
+    """The linear model and its settings: logistic regression (multilabel: one per label) or ridge."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    settings = [{"C": c, "class_weight": w} for c in grid for w in (None, "balanced")]
+    if task == "multilabel":
+        return lambda g: PerLabel(lambda: LogisticRegression(max_iter=2000, **g)), settings
+    if task != "regression":
+        return lambda g: LogisticRegression(max_iter=2000, **g), settings
+    return lambda g: Ridge(**g), [{"alpha": 1 / c} for c in grid]
 
 
 def trees(name: str, config: Config, spec: TabularSpec, tables: Tables, score: Callable[[Tensor, Tensor], float],
           grid: list[dict[str, Any]]) -> Scored:
-    """Histogram gradient boosting on the table's numbers and categories; settings chosen on validation."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    """Histogram gradient boosting on the table's numbers (missing ones left missing) and categories; the
+    setting (and, for classes, class weighting) chosen on 5-fold out-of-fold predictions over train +
+    validation, then refitted on both."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
     start = time.perf_counter()
     cfg, processors, task, batches = _pipeline(config, {"tabular": spec}, tables)
-    x = {s: tabular_matrix(b, ["tabular"]).numpy() for s, b in batches.items()}
-    y = batches["train"].target.numpy()
-    fits = []
-    for options in grid:
-        model = HistGradientBoostingClassifier(early_stopping=False, random_state=0, **options).fit(x["train"], y)
-        fits.append(((model, options), _as_logits(torch.from_numpy(model.decision_function(x["val"])))))
-    model, options = _choose(fits, lambda logits: score(logits, batches["val"].target))
-    module = trees_from_sklearn(model, ["tabular"])
-    logits = {s: module(b) for s, b in batches.items() if s != "train"}
-    targets = {s: b.target for s, b in batches.items() if s != "train"}
-    return Scored(Member(name, cfg, processors, module), logits, targets, time.perf_counter() - start,
-                  ", ".join(f"{k}={v}" for k, v in options.items()))
-
-
-def _as_logits(decision: Tensor) -> Tensor:
-    """scikit-learn's decision function in the task's logit layout (binary: one column)."""
-    decision = decision.float()
-    return decision[:, None] if decision.ndim == 1 else decision
+    x = {s: tree_matrix(b, ["tabular"]).numpy() for s, b in batches.items()}
+    xs, y = _pooled(x, batches)
+    model = HistGradientBoostingClassifier if classify(task) else HistGradientBoostingRegressor
+    # every setting unweighted, and the middle one balanced too (each setting costs 5 fits)
+    settings = [*grid, grid[len(grid) // 2] | {"class_weight": "balanced"}] if classify(task) else grid
+    fit = cross_fit(lambda o: model(early_stopping=False, random_state=0, **o), settings, xs, _labels(y, task),
+                    task.num_outputs, lambda logits: score(logits, y), classify(task))
+    module = trees_from_sklearn(fit.model, ["tabular"])
+    return _scored(name, cfg, processors, module, fit, batches, y, start,
+                   ", ".join(f"{k}={v}" for k, v in fit.setting.items()) + ", 5-fold cross-fitted")

@@ -1,10 +1,12 @@
 """`polymodal fit DATA --target COLUMN`: zero-config training that is honest about what earns its place.
 
-It infers each column's modality, builds a config with defaults fitted to the data (pretrained frozen encoders
-where their weight packages are installed, epochs and batch size from the data size), trains candidates
-(each modality alone, TF-IDF + logistic regression on the text, gradient-boosted trees on the table, all
-modalities fused), selects a weighted ensemble on validation (greedy, with replacement), and keeps whichever
-scores best on validation. Written: `OUT/config.yaml` (the inferred config; `polymodal train` takes it),
+It infers each column's modality and the task (binary, multiclass, multilabel, regression), builds a config
+with defaults fitted to the data (pretrained frozen encoders where their weight packages are installed, epochs
+and batch size from the data size, class weights when the classes are imbalanced), trains candidates (TF-IDF
++ a linear model on the text and gradient-boosted trees on the table, both cross-fitted over train +
+validation; each modality alone and all modalities fused, early-stopped on a part of train), selects a
+weighted ensemble by bagged greedy selection, and keeps it only if it clearly scores above the best single
+candidate. Written: `OUT/config.yaml` (the inferred config; `polymodal train` takes it),
 `OUT/leaderboard.csv`, `OUT/candidates/` and `OUT/best/`, a run directory that `Predictor`, `predict`,
 `evaluate` and `serve` load like any other.
 """
@@ -29,15 +31,16 @@ from torch import Tensor
 
 from polymodal.apps.candidates import Scored, neural, tfidf_linear, trees
 from polymodal.apps.infer import Columns, infer_columns, infer_task, leakage
-from polymodal.apps.selection import greedy_ensemble
-from polymodal.config import Config, TabularSpec, dump_config
+from polymodal.apps.selection import bagged_ensemble
+from polymodal.config import Config, SplitConfig, TabularSpec, dump_config
 from polymodal.factory import parse_config
 from polymodal.data.sources import load_splits, read_table
-from polymodal.data.splits import Table, ensure_val, label_field, table_root
+from polymodal.data.splits import Table, ensure_val, label_field, split_frame, table_root
 from polymodal.ensemble.model import from_probability, to_probability
 from polymodal.ensemble.rundir import save_ensemble
 from polymodal.rundir import write_manifest
-from polymodal.tasks import Task, build_task
+from polymodal.output import Output
+from polymodal.tasks import Multilabel, Task, build_task
 
 log = logging.getLogger(__name__)
 Preset = Literal["fast", "best"]
@@ -128,13 +131,20 @@ def training_defaults(n_train: int, preset: Preset, seed: int) -> dict[str, Any]
             "seed": seed, "progress_bar": False}
 
 
+def class_weight(labels: pd.Series, ratio: float = 1.5) -> str:
+    """`balanced` when the most frequent training class has at least `ratio` times the records of the rarest."""
+    counts = labels.dropna().astype(str).value_counts()
+    return "balanced" if len(counts) > 1 and counts.max() >= ratio * counts.min() else "none"
+
+
 def build_config(source: Path, cols: Columns, task: str, options: FitOptions, n_train: int,
-                 sizes: dict[str, int]) -> Config:
+                 sizes: dict[str, int], weighting: str = "none") -> Config:
     split: dict[str, Any] = {"seed": options.seed}
     if options.split_column:
         split["column"] = options.split_column
+    target = {"field": options.target, "task": task, "class_weight": weighting}
     data = {"name": "fit", "data": {"source": str(source), "split": split},
-            "modalities": modality_specs(cols, options.preset, sizes), "target": {"field": options.target, "task": task},
+            "modalities": modality_specs(cols, options.preset, sizes), "target": target,
             "training": training_defaults(n_train, options.preset, options.seed)}
     return parse_config(data, origin="inferred config")
 
@@ -201,8 +211,17 @@ def check_labels(tables: dict[str, Table], target: str, options: FitOptions) -> 
                               f"({', '.join(sorted(set(unseen))[:10])}); they are left out of its metrics")
 
 
+MAIN_METRICS = {"regression": ("rmse", "mae", "r2"), "multilabel": ("micro_f1", "macro_f1", "map")}
+# binary and multiclass: accuracy and macro-F1
+
+
+def main_metrics(task: str) -> tuple[str, ...]:
+    return MAIN_METRICS.get(task, ("accuracy", "macro_f1"))
+
+
 class Scorer:
-    """The selection score on validation: the mean of accuracy and macro-F1."""
+    """The selection score (higher is better): classification, the mean of accuracy and macro-F1; regression,
+    minus the root mean squared error (of standardized targets, the same order as in the data's units)."""
 
     def __init__(self, task: Task) -> None:
         self.task = task
@@ -211,27 +230,122 @@ class Scorer:
         return self.task.metrics(logits, target)
 
     def __call__(self, logits: Tensor, target: Tensor) -> float:
-        m = self.metrics(logits, target)
-        return (m["accuracy"] + m["macro_f1"]) / 2
+        if self.task.name == "regression":
+            return -float((logits.float() - target.float().reshape(logits.shape)).pow(2).mean().sqrt())
+        if self.task.name == "multilabel":
+            return sum(micro_macro_f1(logits > 0, target > 0)) / 2
+        return sum(accuracy_macro_f1(self.task.class_index(logits), target, self.task.num_outputs)) / 2
 
 
-def choose(done: list[Scored], scorer: Scorer, task: str) -> dict[str, float]:
-    """Ensemble weights selected on validation; a single member (weight 1) when no mixture scores higher."""
-    target = done[0].targets["val"]
-    probs = {s.member.name: to_probability(s.logits["val"], task) for s in done}
-    weights, value = greedy_ensemble(probs, lambda p: scorer(from_probability(p, task), target))
-    best = max(done, key=lambda s: scorer(s.logits["val"], target))
-    if value <= scorer(best.logits["val"], target):
-        return {best.member.name: 1.0}
-    return weights
+def micro_macro_f1(predicted: Tensor, target: Tensor) -> tuple[float, float]:
+    """Multilabel micro- and macro-F1 of (N, L) decisions (macro: over labels predicted or present)."""
+    hit = (predicted & target).sum(0).float()  # (L,)
+    support = (predicted.sum(0) + target.sum(0)).float()  # (L,) 2TP + FP + FN
+    micro = float(2 * hit.sum() / support.sum()) if support.sum() > 0 else 0.0
+    return micro, float((2 * hit[support > 0] / support[support > 0]).mean()) if (support > 0).any() else 0.0
+
+
+def accuracy_macro_f1(predicted: Tensor, target: Tensor, num_outputs: int) -> tuple[float, float]:
+    """Accuracy and macro-F1 as torchmetrics computes them (classes neither predicted nor present are left out
+    of the mean), without its per-call overhead: selection scores thousands of bootstrap samples."""
+    k = max(num_outputs, 2)
+    predicted, target = predicted.long(), target.long()
+    hit = torch.bincount(target[predicted == target], minlength=k)  # (K,) true positives
+    support = torch.bincount(predicted, minlength=k) + torch.bincount(target, minlength=k)  # (K,) 2TP + FP + FN
+    f1 = 2 * hit[support > 0] / support[support > 0]
+    return float((predicted == target).float().mean()), float(f1.mean()) if len(f1) else 0.0
+
+
+@dataclass
+class Selection:
+    """Ensemble weights by candidate name, and how they were chosen (for the leaderboard)."""
+
+    weights: dict[str, float]
+    how: str
+
+
+def choose(done: list[Scored], scorer: Scorer, task: str, bags: int = 20) -> Selection:
+    """Bagged greedy ensemble selection; the best single candidate (weight 1) when no mixture scores higher.
+
+    When every candidate is cross-fitted, selection reads their out-of-fold predictions of every train and
+    validation record; otherwise the validation records, where cross-fitted candidates contribute their
+    out-of-fold predictions and the others their held-out ones."""
+    if all(s.oof is not None for s in done):
+        target, logits = done[0].oof_target, {s.member.name: s.oof for s in done}
+        where = f"{len(target)} out-of-fold train + validation records"  # type: ignore[arg-type]
+    else:
+        target, logits = done[0].targets["val"], {s.member.name: s.logits["val"] for s in done}
+        where = f"{len(target)} validation records"
+    assert target is not None
+    probs = {m: to_probability(v, task) for m, v in logits.items()}
+    weights = bagged_ensemble(probs, lambda p, rows: scorer(from_probability(p, task), target[rows]), bags)
+    mixed = from_probability(sum(w * probs[m] for m, w in weights.items()), task)  # type: ignore[arg-type]
+    best = max(logits, key=lambda m: scorer(logits[m], target))
+    if len(logits) == 1:
+        return Selection({best: 1.0}, "the only candidate")
+    if len(weights) == 1 or scorer(mixed, target) <= scorer(logits[best], target):
+        return Selection({best: 1.0}, f"best single candidate on {where} (no bagged ensemble scored higher)")
+    wins = win_rate(mixed, logits[best], target, scorer)
+    if wins < CONFIDENCE:
+        return Selection({best: 1.0}, f"best single candidate on {where} (the bagged ensemble scored higher on "
+                                      f"{wins:.0%} of {RESAMPLES} bootstrap samples; {CONFIDENCE:.0%} needed)")
+    return Selection(weights, f"bagged greedy selection ({bags} bootstrap samples x 25 rounds) on {where}; "
+                              f"above the best single candidate ({best}) on {wins:.0%} of {RESAMPLES} bootstrap "
+                              "samples")
+
+
+CONFIDENCE, RESAMPLES = 0.8, 200
+
+
+def win_rate(mixed: Tensor, single: Tensor, target: Tensor, scorer: Scorer, seed: int = 1) -> float:
+    """The share of bootstrap samples of the records on which the ensemble scores above the single candidate:
+    an ensemble that wins by a record or two on a small validation split is noise, not an improvement."""
+    generator = torch.Generator().manual_seed(seed)
+    wins = 0
+    for _ in range(RESAMPLES):
+        rows = torch.randint(0, len(target), (len(target),), generator=generator)
+        wins += scorer(mixed[rows], target[rows]) > scorer(single[rows], target[rows])
+    return wins / RESAMPLES
+
+
+def collapsed(done: list[Scored], task: Task, options: FitOptions) -> None:
+    """Warn about candidates that are useless on validation: one prediction for every record, or F1 0."""
+    for s in done:
+        logits, target = s.logits["val"], s.targets["val"]
+        predicted = set(map(str, task.predict(logits)))
+        if len(predicted) == 1 and len({str(t) for t in target.tolist()}) > 1:
+            warn(options, f"candidate {s.member.name} predicts {predicted.pop()!r} for every validation record "
+                          "(a collapsed model)")
+        elif task.metrics(logits, target).get("macro_f1", 1.0) == 0:
+            warn(options, f"candidate {s.member.name} has a validation macro-F1 of 0")
+
+
+def neural_config(config: Config, tables: dict[str, Table], out: Path) -> Config:
+    """The config the polymodal candidates train with: the training records, 15% of them (seeded, stratified)
+    held aside for early stopping and the checkpoint choice. So the validation split stays unseen by them, as
+    it is by the cross-fitted candidates, and selection compares like with like."""
+    train = tables["train"]
+    parts = split_frame(train.frame, SplitConfig(ratios=(0.85, 0.15, 0.0), seed=config.data.split.seed),
+                        label_field(config))
+    if config.target.task in ("binary", "multiclass"):  # every training class stays in their training records
+        label = str(label_field(config))
+        back = ~parts["val"][label].astype(str).isin(parts["train"][label].astype(str))
+        parts = {"train": pd.concat([parts["train"], parts["val"][back]]), "val": parts["val"][~back]}
+    suffix = ".parquet" if _has_lists(train.frame) else ".csv"
+    paths = {s: (out / f"neural_{s}{suffix}").resolve() for s in ("train", "val")}
+    for s, path in paths.items():
+        write_table(parts[s], path)
+    data = config.data.model_copy(update={"source": None, "train": str(paths["train"]), "val": str(paths["val"]),
+                                          "test": None, "root": str(train.root), "format": "auto"})
+    return Config.model_validate(config.model_copy(update={"data": data}).model_dump(mode="json"))
 
 
 def _splits(config: Config) -> dict[str, Table]:
     return ensure_val(load_splits(config.data, label_field(config)), config)
 
 
-def summary(table: pd.DataFrame) -> str:
-    cols = ["model", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1", "ensemble_weight"]
+def summary(table: pd.DataFrame, task: str) -> str:
+    cols = ["model", *(f"{s}_{k}" for s in ("val", "test") for k in main_metrics(task)), "ensemble_weight"]
     shown = table[[c for c in cols if c in table.columns]]
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
@@ -240,8 +354,9 @@ def candidate_plan(config: Config, cols: Columns, preset: Preset) -> list[tuple[
     """(name, kind, argument) of every candidate, cheapest first."""
     plan: list[tuple[str, str, Any]] = []
     if cols.text:
-        plan.append(("text_tfidf_logreg", "tfidf", cols.text))
-    if "tabular" in config.modalities:
+        linear = "ridge" if config.target.task == "regression" else "logreg"
+        plan.append((f"text_tfidf_{linear}", "tfidf", cols.text))
+    if "tabular" in config.modalities and config.target.task != "multilabel":  # trees: one output column
         plan.append(("tabular_trees", "trees", config.modalities["tabular"]))
     singles = list(config.modalities) if len(config.modalities) > 1 else []
     plan += [(f"{m}_alone", "neural", (m,)) for m in singles]
@@ -255,8 +370,7 @@ def run_candidate(kind: str, name: str, arg: Any, config: Config, tables: dict[s
         grid = [1.0, 10.0, 100.0] if preset == "best" else [10.0]
         return tfidf_linear(name, config, arg, tables, scorer, grid)
     if kind == "trees":
-        grid = ([{"max_iter": i, "learning_rate": lr, "max_leaf_nodes": n} for i, lr in ((100, 0.1), (200, 0.05))
-                 for n in (7, 15, 31)] if preset == "best"
+        grid = ([{"max_iter": 100, "learning_rate": 0.1, "max_leaf_nodes": n} for n in (7, 15, 31)] if preset == "best"
                 else [{"max_iter": 50, "learning_rate": 0.1, "max_leaf_nodes": 15}])
         return trees(name, config, arg, tables, scorer, grid)
     cfg = config.model_copy(update={"modalities": {m: config.modalities[m] for m in arg}})
@@ -266,44 +380,74 @@ def run_candidate(kind: str, name: str, arg: Any, config: Config, tables: dict[s
 def train_candidates(config: Config, cols: Columns, tables: dict[str, Table], scorer: Scorer,
                      options: FitOptions, start: float) -> list[Scored]:
     done: list[Scored] = []
+    neural_cfg: Config | None = None
     for name, kind, arg in candidate_plan(config, cols, options.preset):
         if options.time_limit is not None and time.perf_counter() - start > options.time_limit and done:
             warn(options, f"time limit of {options.time_limit:.0f} s reached: candidate {name} not trained")
             continue
-        scored = run_candidate(kind, name, arg, config, tables, options.out, scorer, options.preset)
-        print(f"  {name:<24} val {_fmt(scorer.metrics(scored.logits['val'], scored.targets['val']))}  "
+        if kind == "neural" and neural_cfg is None:
+            neural_cfg = neural_config(config, tables, options.out)
+        cfg = neural_cfg if kind == "neural" else config
+        scored = run_candidate(kind, name, arg, cfg, tables, options.out, scorer, options.preset)  # type: ignore
+        print(f"  {name:<24} val {_fmt(scorer.metrics(scored.logits['val'], scored.targets['val']), scorer)}  "
               f"({scored.seconds:.0f} s; {scored.detail})", flush=True)
         done.append(scored)
     return done
 
 
-def _fmt(metrics: dict[str, float]) -> str:
-    return "  ".join(f"{k} {metrics[k]:.4f}" for k in ("accuracy", "macro_f1") if k in metrics)
+def _fmt(metrics: dict[str, float], scorer: Scorer) -> str:
+    return "  ".join(f"{k} {metrics[k]:.4f}" for k in main_metrics(scorer.task.name) if k in metrics)
 
 
-def leaderboard(done: list[Scored], weights: dict[str, float], ensemble: dict[str, dict[str, float]],
+def leaderboard(done: list[Scored], selection: Selection, ensemble: dict[str, dict[str, float]],
                 scorer: Scorer) -> pd.DataFrame:
     rows = []
+    weights = selection.weights
     for s in done:
         row: dict[str, Any] = {"model": s.member.name, "kind": s.member.kind,
-                               "modalities": "+".join(sorted(s.member.processors))}
+                               "modalities": "+".join(sorted(s.member.processors)), "detail": s.detail,
+                               "val_predictions": "out-of-fold, test by the refit on train+val"
+                               if s.oof is not None else "held out (early stopping on 15% of train)"}
         for split in ("val", "test"):
             row |= {f"{split}_{k}": v for k, v in scorer.metrics(s.logits[split], s.targets[split]).items()}
         rows.append(row | {"seconds": round(s.seconds, 1), "ensemble_weight": weights.get(s.member.name, 0.0)})
     rows.append({"model": "ensemble", "kind": "ensemble", "modalities": "+".join(sorted(
-        {m for s in done if weights.get(s.member.name) for m in s.member.processors})),
+        {m for s in done if weights.get(s.member.name) for m in s.member.processors})), "detail": selection.how,
         **{f"{sp}_{k}": v for sp, ms in ensemble.items() for k, v in ms.items()},
         "seconds": round(sum(s.seconds for s in done), 1), "ensemble_weight": 1.0})
     return pd.DataFrame(rows)
 
 
+def mixture(done: list[Scored], weights: dict[str, float], split: str, task: str) -> Tensor:
+    """The ensemble's probabilities (regression: values) on a split."""
+    return sum(weights.get(s.member.name, 0.0) * to_probability(s.logits[split], task) for s in done)  # type: ignore
+
+
 def ensemble_metrics(done: list[Scored], weights: dict[str, float], scorer: Scorer,
-                     task: str) -> dict[str, dict[str, float]]:
+                     task: Task) -> dict[str, dict[str, float]]:
+    """Metrics of the ensemble; multilabel decisions at the task's per-label thresholds."""
     out = {}
     for split in ("val", "test"):
-        p = sum(weights.get(s.member.name, 0.0) * to_probability(s.logits[split], task) for s in done)
-        out[split] = scorer.metrics(from_probability(p, task), done[0].targets[split])  # type: ignore[arg-type]
+        logits = from_probability(mixture(done, weights, split, task.name), task.name)
+        if isinstance(task, Multilabel):
+            logits = task.scores(Output(logits=logits, fused=logits, features={}))
+        out[split] = scorer.metrics(logits, done[0].targets[split])
     return out
+
+
+def tune_label_thresholds(done: list[Scored], weights: dict[str, float], task: Multilabel,
+                          options: FitOptions) -> None:
+    """Per-label thresholds of the chosen model tuned on validation (F1 per label); a warning names the labels
+    that occur in validation but still never fire."""
+    from polymodal.training.thresholds import best_thresholds
+
+    p, target = mixture(done, weights, "val", "multilabel"), done[0].targets["val"]
+    task.thresholds = best_thresholds(p.numpy(), target.numpy())
+    fired = (p >= torch.tensor(task.thresholds)).any(0)  # (L,)
+    silent = [c for c, f, n in zip(task.classes, fired.tolist(), target.sum(0).tolist()) if not f and n > 0]
+    if silent:
+        warn(options, f"{len(silent)} label(s) never fire on validation at any threshold: "
+                      + ", ".join(silent[:20]))
 
 
 def write_best(best_dir: Path, done: list[Scored], weights: dict[str, float], task: Task,
@@ -311,7 +455,7 @@ def write_best(best_dir: Path, done: list[Scored], weights: dict[str, float], ta
     """A single polymodal run is copied as it is; anything else is written as an ensemble run."""
     shutil.rmtree(best_dir, ignore_errors=True)
     chosen = [s for s in done if weights.get(s.member.name, 0) > 0]
-    if len(chosen) == 1 and chosen[0].member.kind == "run":
+    if len(chosen) == 1 and chosen[0].member.kind == "run" and not isinstance(task, Multilabel):
         src = Path(chosen[0].member.config.run_dir())
         shutil.copytree(src, best_dir, ignore=shutil.ignore_patterns("checkpoints"))
         return
@@ -340,31 +484,39 @@ def fit_table(data: pd.DataFrame | str | Path, target: str, split_column: str | 
     if not (cols.files or cols.text or cols.numeric or cols.categorical or cols.vector):
         raise ValueError("no usable input column: every column is the target, ignored, id-like or empty")
     task = infer_task(frame[target])
-    if task not in ("binary", "multiclass"):
-        raise ValueError(f"target {target!r} looks like a {task} target; fit handles classification targets "
-                         "(binary, multiclass) for now: train it with a config (`polymodal train`)")
+    if task not in ("binary", "multiclass", "regression", "multilabel"):
+        raise ValueError(f"target {target!r} looks like a {task} target; fit handles classification (binary, "
+                         "multiclass, multilabel) and regression targets: train it with a config (`polymodal train`)")
     if cols.files and isinstance(data, pd.DataFrame):
         frame = absolute_files(frame, cols, root)
         write_table(frame, source)
     describe(cols, task, options)
-    for col, acc in leakage(frame, target, cols.numeric + cols.categorical + cols.text).items():
+    leaks = leakage(frame, target, cols.numeric + cols.categorical + cols.text) if task != "regression" else {}
+    for col, acc in leaks.items():
         warn(options, f"column {col!r} alone predicts {target!r} for {acc:.1%} of the records: a leak? "
                       f"(--ignore {col} leaves it out)")
     sizes = {c: native_size(frame[c], root) for c, kind in cols.files.items() if kind == "image"}
     config = build_config(source, cols, task, options, int(0.7 * len(frame)), sizes)
     tables = _splits(config)
-    config = build_config(source, cols, task, options, len(tables["train"].frame), sizes)
+    classes = task in ("binary", "multiclass")
+    config = build_config(source, cols, task, options, len(tables["train"].frame), sizes,
+                          class_weight(tables["train"].frame[target]) if classes else "none")
     dump_config(config, options.out / "config.yaml")
-    check_labels(tables, target, options)
+    if classes:
+        check_labels(tables, target, options)
     task_ = build_task(config.target)
     task_.fit(task_.values(tables["train"].frame))
     scorer = Scorer(task_)
     done = train_candidates(config, cols, tables, scorer, options, start)
-    weights = choose(done, scorer, task)
-    metrics = ensemble_metrics(done, weights, scorer, task)
-    table = leaderboard(done, weights, metrics, scorer)
+    collapsed(done, task_, options)
+    selection = choose(done, scorer, task)
+    if isinstance(task_, Multilabel):
+        tune_label_thresholds(done, selection.weights, task_, options)
+    metrics = ensemble_metrics(done, selection.weights, scorer, task_)
+    table = leaderboard(done, selection, metrics, scorer)
     table.to_csv(options.out / "leaderboard.csv", index=False)
-    write_best(options.out / "best", done, weights, task_, metrics)
-    print(summary(table), flush=True)
+    write_best(options.out / "best", done, selection.weights, task_, metrics)
+    print(f"selection: {selection.how}")
+    print(summary(table, task), flush=True)
     print(f"written: {options.out / 'leaderboard.csv'}, {options.out / 'config.yaml'}, {options.out / 'best'}")
     return Predictor.load(options.out / "best")

@@ -104,9 +104,15 @@ def infer_columns(frame: pd.DataFrame, root: Path, skip: set[str]) -> Columns:
     return cols
 
 
-def infer_task(values: pd.Series) -> str:
-    """regression for many distinct numbers, binary for two classes, multiclass otherwise."""
+def infer_task(values: pd.Series, separator: str = "|") -> str:
+    """multilabel for lists (or text cells of which at least 10% join labels with `separator`), regression for
+    many distinct numbers, binary for two classes, multiclass otherwise."""
     values = values.dropna()
+    if values.map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
+        return "multilabel"
+    joined = values.astype(str).str.contains(separator, regex=False)
+    if not pd.api.types.is_numeric_dtype(values) and joined.mean() >= 0.1:
+        return "multilabel"
     if pd.api.types.is_numeric_dtype(values) and values.nunique() > max(20, len(values) // 20):
         return "regression"
     return "binary" if values.nunique() == 2 else "multiclass"

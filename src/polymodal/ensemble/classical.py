@@ -4,7 +4,8 @@ Each is fitted with scikit-learn and then copied into tensors (nothing is pickle
 - `TfidfLinear`: TF-IDF of the text processors' token ids (sublinear term frequency, smoothed idf, L2 norm per
   text modality) followed by a linear model (logistic regression coefficients).
 - `TreeEnsemble`: the trees of a fitted `HistGradientBoostingClassifier`/`Regressor` (thresholds on raw values,
-  the side missing values go to, leaf values), evaluated level by level for all trees at once.
+  the side missing values go to, leaf values; missing numbers are NaN, as they were when the trees were
+  fitted), evaluated level by level for all trees at once.
 Both take a model-input Batch and return logits (B, K) in the task's convention (binary: one logit).
 """
 
@@ -25,31 +26,42 @@ def token_counts(ids: Tensor, mask: Tensor, vocab: int) -> Tensor:
     return counts.scatter_add_(1, ids.clamp(0, vocab - 1), mask.float())  # (B, V)
 
 
+def pair_counts(ids: Tensor, mask: Tensor, buckets: int) -> Tensor:
+    """(B, H) occurrences of each adjacent token pair (word bigram) among the real positions, hashed into H
+    buckets."""
+    pairs = (ids[:, :-1].long() * 1_000_003 + ids[:, 1:].long()) % buckets  # (B, T-1)
+    both = mask[:, :-1].float() * mask[:, 1:].float()  # (B, T-1)
+    return torch.zeros(ids.shape[0], buckets, device=ids.device).scatter_add_(1, pairs, both)  # (B, H)
+
+
 class TfidfLinear(nn.Module):
-    """TF-IDF per text modality, concatenated, then `logits = x @ coef.T + intercept`.
+    """TF-IDF per text modality (its tokens and, with `pairs`, its hashed token bigrams, L2-normalised
+    together), concatenated, then `logits = x @ coef.T + intercept`.
 
     Args:
         vocab: vocabulary size per text modality (in order).
         num_outputs: logits per record (1 for binary).
+        pairs: hash buckets of token bigrams per modality (0: tokens only).
     """
 
     kind = "tfidf_linear"
 
-    def __init__(self, vocab: dict[str, int], num_outputs: int) -> None:
+    def __init__(self, vocab: dict[str, int], num_outputs: int, pairs: int = 0) -> None:
         super().__init__()
-        self.vocab = dict(vocab)
-        self.idf = nn.ParameterDict({m: nn.Parameter(torch.ones(v), requires_grad=False) for m, v in vocab.items()})
-        self.linear = nn.Linear(sum(vocab.values()), num_outputs)
+        self.vocab, self.pairs = dict(vocab), pairs
+        sizes = {k: n for m, v in vocab.items() for k, n in ((m, v), (f"{m}__pairs", pairs)) if n}
+        self.idf = nn.ParameterDict({k: nn.Parameter(torch.ones(n), requires_grad=False) for k, n in sizes.items()})
+        self.linear = nn.Linear(sum(sizes.values()), num_outputs)
         self.linear.requires_grad_(False)
 
     def options(self) -> dict[str, Any]:
-        return {"vocab": self.vocab, "num_outputs": self.linear.out_features}
+        return {"vocab": self.vocab, "num_outputs": self.linear.out_features, "pairs": self.pairs}
 
     def fit_idf(self, counts: dict[str, Tensor]) -> None:
-        """Smoothed idf from training counts (N, V) per modality: log((1 + N) / (1 + df)) + 1."""
-        for m, c in counts.items():
+        """Smoothed idf from training counts (N, V) per block: log((1 + N) / (1 + df)) + 1."""
+        for k, c in counts.items():
             df = (c > 0).float().sum(0)  # (V,)
-            self.idf[m].data = torch.log((1 + c.shape[0]) / (1 + df)) + 1
+            self.idf[k].data = torch.log((1 + c.shape[0]) / (1 + df)) + 1
 
     def counts(self, batch: Batch) -> dict[str, Tensor]:
         out = {}
@@ -57,26 +69,32 @@ class TfidfLinear(nn.Module):
             inputs = batch.inputs[m]
             present = batch.present[m].float()[:, None]  # (B, 1)
             out[m] = token_counts(inputs["ids"], inputs["mask"], v) * present  # (B, V)
+            if self.pairs:
+                out[f"{m}__pairs"] = pair_counts(inputs["ids"], inputs["mask"], self.pairs) * present  # (B, H)
         return out
 
     def features(self, counts: dict[str, Tensor]) -> Tensor:
         blocks = []
-        for m, c in counts.items():
-            x = torch.log1p(c) * self.idf[m]  # (B, V)
+        for m in self.vocab:
+            x = torch.cat([torch.log1p(c) * self.idf[k] for k, c in counts.items()
+                           if k in (m, f"{m}__pairs")], dim=1)  # (B, V [+ H])
             blocks.append(x / x.norm(dim=1, keepdim=True).clamp_min(1e-12))
-        return torch.cat(blocks, dim=1)  # (B, sum V)
+        return torch.cat(blocks, dim=1)  # (B, sum)
 
     def forward(self, batch: Batch) -> Tensor:
         return self.linear(self.features(self.counts(batch)))  # (B, K)
 
 
-def tabular_matrix(batch: Batch, modalities: list[str]) -> Tensor:
-    """(B, F): each tabular modality's standardized numbers, missing indicators and category indices."""
+def tree_matrix(batch: Batch, modalities: list[str]) -> Tensor:
+    """(B, F): each tabular modality's standardized numbers (NaN where missing, so that trees route missing
+    values themselves rather than splitting on the mean they were filled with), missing indicators, and
+    category indices."""
     parts = []
     for m in modalities:
         inputs = batch.inputs[m]
         if "numeric" in inputs:
-            parts.append(inputs["numeric"].float())
+            z, missing = inputs["numeric"].float().chunk(2, dim=1)  # (B, K) each
+            parts += [torch.where(missing > 0, torch.full_like(z, float("nan")), z), missing]
         if "categorical" in inputs:
             parts.append(inputs["categorical"].float())
     return torch.cat(parts, dim=1)
@@ -108,7 +126,7 @@ class TreeEnsemble(nn.Module):
                 "num_outputs": self.num_outputs}
 
     def forward(self, batch: Batch) -> Tensor:
-        x = tabular_matrix(batch, self.modalities).double()  # (B, F)
+        x = tree_matrix(batch, self.modalities).double()  # (B, F)
         t = torch.arange(self.feature.shape[0], device=x.device)[None, :]  # (1, T)
         node = torch.zeros(x.shape[0], self.feature.shape[0], dtype=torch.long, device=x.device)  # (B, T)
         for _ in range(self.depth):

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from polymodal.config import Component, Config, dump_config, load_config, parse_config
 from polymodal.data.dataset import build_pipeline
+from polymodal.encoders.pretrained.reference import check_packages, load_state, read_refs, save_weights
 from polymodal.ensemble.classical import CLASSICAL
 from polymodal.ensemble.model import EnsembleModel, Slot
 from polymodal.factory import build_model
@@ -76,8 +77,7 @@ def save_ensemble(run_dir: Path, name: str, members: Sequence[Member], weights: 
     (run_dir / "processors.json").write_text(json.dumps(state))
     model = EnsembleModel({m.name: m.module for m in members},
                           {m.name: Slot(m.kind, maps[m.name]) for m in members}, weights, config.target.task)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-              str(run_dir / "model.safetensors"))
+    save_weights(run_dir, "model.safetensors", model)  # weight packages' tensors referred to, not copied
     (run_dir / ENSEMBLE).write_text(json.dumps({"members": [_describe(m, maps[m.name], weights[m.name])
                                                             for m in members]}, indent=2))
 
@@ -100,10 +100,12 @@ def load_ensemble(path: Path) -> tuple[Config, dict[str, Processor], Task, Ensem
         proc.load_state(state["modalities"][m])
     task.load_state(state["task"])
     entries = json.loads((path / ENSEMBLE).read_text())["members"]
+    check_packages(read_refs(path), str(path))  # before building members from the installed packages
     members = {e["name"]: _build_member(e, processors, task.num_outputs) for e in entries}
     slots = {e["name"]: Slot(e["kind"], e["modalities"]) for e in entries}
     model = EnsembleModel(members, slots, {e["name"]: e["weight"] for e in entries}, config.target.task)
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    refs = read_refs(path)
+    load_state(model, load_file(str(path / "model.safetensors")), refs, str(path))
     return config, processors, task, model.eval()
 
 

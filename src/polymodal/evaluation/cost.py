@@ -72,18 +72,28 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def latency_ms(model: MultimodalModel, batch: Batch, repeats: int = 20, warmup: int = 3) -> float:
-    """Median wall-clock milliseconds of one forward pass over `batch` (after `warmup` passes)."""
+def latency_ms(model: MultimodalModel, batch: Batch, repeats: int = 20, warmup: int = 3,
+               budget_s: float | None = 5.0) -> float:
+    """Median wall-clock milliseconds of one forward pass over `batch` (after `warmup` passes).
+
+    `budget_s`: stop repeating once the passes (warm-up included) have taken that long, after at least one warm-up
+    and three timed passes, so that a large pretrained model is timed in seconds, not minutes (None: no limit).
+    """
     model.eval()
     device = _device(model)
-    times = []
+    times: list[float] = []
+    spent = 0.0
     for i in range(warmup + repeats):
         _sync(device)
         start = time.perf_counter()
         model(batch)
         _sync(device)
-        if i >= warmup:
-            times.append(1000 * (time.perf_counter() - start))
+        seconds = time.perf_counter() - start
+        spent += seconds
+        if i >= warmup or (budget_s is not None and spent > budget_s and i >= 1):
+            times.append(1000 * seconds)
+        if budget_s is not None and spent > budget_s and len(times) >= 3:
+            break
     return statistics.median(times)
 
 

@@ -7,11 +7,27 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from polymodal.config import Config
 from polymodal.data.dataset import MultimodalDataset, blank_dataset, make_loader, to_model_inputs
+from polymodal.features.cache import use_feature_cache
 from polymodal.model import MultimodalModel
 from polymodal.output import Output
 from polymodal.processors import Processor
 from polymodal.tasks import Task
+
+
+def frozen_features(config: Config, model: torch.nn.Module, processors: Mapping[str, Processor],
+                    dataset: MultimodalDataset, keep: frozenset[str] = frozenset()) -> MultimodalDataset:
+    """`dataset` with the inputs of the model's frozen encoders replaced by their outputs from the feature cache
+    (computed once and stored where the modality has `cache: true`; used where already stored otherwise), so
+    evaluating it never runs those encoders again. Every evaluation of clean records goes through here.
+
+    `keep`: modalities whose inputs stay (a corrupted modality: its encoder must see the corruption). Models
+    other than one `MultimodalModel` (an ensemble) get `dataset` as it is.
+    """
+    if not isinstance(model, MultimodalModel) or not len(dataset):
+        return dataset
+    return use_feature_cache(config, model.encoders, processors, {"data": dataset}, keep=keep, lookup=True)["data"]
 
 
 @torch.no_grad()

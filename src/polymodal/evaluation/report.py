@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from polymodal.data.dataset import MultimodalDataset
-from polymodal.evaluation.inference import predict_outputs
+from polymodal.evaluation.inference import frozen_features, predict_outputs
 from polymodal.rundir import Run, load_run
 from polymodal.tasks import Task
 
@@ -214,15 +214,8 @@ def shifted_section(run_dir: Path) -> Section | None:
 def cost_section(run: Run, dataset: MultimodalDataset) -> Section:
     from polymodal.evaluation.cost import measure_cost
 
-    cost = measure_cost(run, dataset)
+    cost = measure_cost(run, dataset, batch_size=32)  # every encoder runs here: a small batch keeps it seconds
     return Section("Cost", [pd.DataFrame([cost]).T.rename(columns={0: "value"})])
-
-
-def cached_features(run: Run, dataset: MultimodalDataset) -> MultimodalDataset:
-    """`dataset` with the inputs of the run's cached frozen encoders replaced by their stored outputs."""
-    from polymodal.features.cache import use_feature_cache
-
-    return use_feature_cache(run.config, run.model.encoders, run.processors, {"data": dataset})["data"]
 
 
 def write_report(run_dir: str | Path, robustness: bool = False) -> Path:
@@ -237,7 +230,7 @@ def write_report(run_dir: str | Path, robustness: bool = False) -> Path:
         run_robustness(run.path)
         run_shifted(run.path)
     split, raw = held_out_dataset(run)
-    dataset = cached_features(run, raw)  # frozen encoders run once: their outputs come from the feature cache
+    dataset = frozen_features(run.config, run.model, run.processors, raw)  # frozen encoders: stored outputs
     sections = [metric_section(run, dataset, split), training_section(run.path), confusion_section(run, dataset),
                 *(contribution_sections(run, dataset) if len(run.model.modalities) > 1 and run.task.num_outputs
                   and run.task.scalar_predictions else []),

@@ -35,7 +35,8 @@ from polymodal.data.dataset import Decoded, MultimodalDataset, decode, raise_on_
 from polymodal.data.sources import Table, read_table, table_root
 from polymodal.errors import RecordError
 from polymodal.evaluation.corruptions import CORRUPTIONS, corrupt, record_rng
-from polymodal.evaluation.inference import output_metrics, predict_outputs
+from polymodal.evaluation.inference import frozen_features, output_metrics, predict_outputs
+from polymodal.features.cache import carry_features
 from polymodal.processors import Processor
 from polymodal.rundir import Run, load_run
 from polymodal.tasks import Task
@@ -160,15 +161,17 @@ def evaluate_robustness(run: Run, table: Table, severities: Iterable[int] = rang
     decoded = decode(table, run.processors, run.task)
     raise_on_fatal(decoded)
     clean_set = MultimodalDataset(decoded, _ragged(run.processors))
-    clean = evaluate_dataset(run, clean_set, batch_size=batch_size)
+    clean_set = frozen_features(run.config, run.model, run.processors, clean_set)
+    clean = evaluate_dataset(run, clean_set, batch_size=batch_size)  # frozen encoders read the feature cache
     rows = [_row(run, "clean", "", "", 0, 0.0, clean)]
     for m, proc in run.processors.items():
         names = list(CORRUPTIONS.get(proc.kind, {})) if corruptions is None else list(corruptions.get(m, []))
         raws = {m: raw_values(table, proc, decoded, m)} if names else {}
         for name in names:
             for s in severities:
-                metrics = clean if s == 0 else evaluate_dataset(
-                    run, corrupted_dataset(decoded, run.processors, raws, {m: (name, s)}, seed), batch_size=batch_size)
+                metrics = clean if s == 0 else evaluate_dataset(run, carry_features(  # only m's encoder runs
+                    clean_set, corrupted_dataset(decoded, run.processors, raws, {m: (name, s)}, seed), {m}),
+                    batch_size=batch_size)
                 rows.append(_row(run, "corruption", m, name, s, _fraction(s, severities), metrics))
     for m in run.processors:
         for r in rates:

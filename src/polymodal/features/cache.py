@@ -23,7 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,9 +135,9 @@ class FeatureCache:
 
     def get(self, component: Component, encoder: Encoder, processor: Processor, dataset: MultimodalDataset,
             modality: str, batch_size: int = 64, device: torch.device | str = "cpu",
-            encoder_id: str | None = None) -> Entry:
-        """The cached outputs, computed and stored on a miss. `encoder_id`: `encoder_digest(component, encoder)`
-        if already known (it reads every weight)."""
+            encoder_id: str | None = None, compute: bool = True) -> Entry | None:
+        """The cached outputs, computed and stored on a miss (None on a miss without `compute`).
+        `encoder_id`: `encoder_digest(component, encoder)` if already known (it reads every weight)."""
         encoder_id = encoder_id or encoder_digest(component, encoder)
         key = self.key(encoder_id, processor_digest(processor), data_digest(dataset, modality))
         entry = self.load(key)
@@ -146,6 +146,8 @@ class FeatureCache:
             log.info("feature cache hit: %s (%s) %s", modality, component.name, key)
             return entry
         self.misses += 1
+        if not compute:
+            return None
         computed = compute_features(encoder, processor, dataset, modality, batch_size, device)
         meta = {"modality": modality, "encoder": component.name, "options": component.options,
                 "records": len(dataset), "arrays": {k: list(v.shape) for k, v in computed.arrays().items()}}
@@ -196,21 +198,31 @@ def with_features(dataset: MultimodalDataset, modality: str, entry: Entry) -> Mu
     return out
 
 
+def frozen_modalities(config: Config) -> list[str]:
+    """Modalities whose encoder is frozen for the whole run (its outputs depend on the input alone)."""
+    return [m for m, spec in config.modalities.items()
+            if spec.train.mode == "frozen" and spec.train.unfreeze_after is None]
+
+
 def cached_modalities(config: Config) -> list[str]:
     """Modalities whose encoder is frozen for the whole run with the cache on."""
-    return [m for m, spec in config.modalities.items()
-            if spec.train.mode == "frozen" and spec.train.unfreeze_after is None and spec.train.cache]
+    return [m for m in frozen_modalities(config) if config.modalities[m].train.cache]
 
 
 def use_feature_cache(config: Config, encoders: Mapping[str, Encoder], processors: Mapping[str, Processor],
                       datasets: Mapping[str, Any], cache: FeatureCache | None = None,
-                      device: torch.device | str = "cpu") -> dict[str, Any]:
-    """`datasets` with every cached modality's inputs replaced by its frozen encoder's stored outputs.
+                      device: torch.device | str = "cpu", keep: Collection[str] = (),
+                      lookup: bool = False) -> dict[str, Any]:
+    """`datasets` with the inputs of every cached modality replaced by its frozen encoder's stored outputs
+    (computed and stored on a miss).
 
+    `lookup`: also frozen modalities with `cache: false`, where their outputs are already stored (for evaluation,
+    which never augments). `keep`: modalities left as inputs (e.g. corrupted ones, which their encoder must see).
     Streaming datasets (not addressable by index) are returned as they are.
     """
-    modalities = cached_modalities(config)
-    if not modalities:
+    chosen = frozen_modalities(config) if lookup else cached_modalities(config)
+    modalities = [m for m in chosen if m not in keep and m in encoders]
+    if not modalities or not any(isinstance(d, MultimodalDataset) for d in datasets.values()):
         return dict(datasets)
     cache = cache or FeatureCache()
     components = {m: config.modalities[m].encoder or Component(name=default_encoder(config.modalities[m].type))
@@ -222,9 +234,20 @@ def use_feature_cache(config: Config, encoders: Mapping[str, Encoder], processor
             continue
         for m in modalities:
             entry = cache.get(components[m], encoders[m], processors[m], dataset, m, config.training.batch_size,
-                              device, ids[m])
-            out[split] = dataset = with_features(dataset, m, entry)
+                              device, ids[m], compute=config.modalities[m].train.cache)
+            if entry is not None:
+                out[split] = dataset = with_features(dataset, m, entry)
     return out
+
+
+def carry_features(source: MultimodalDataset, dataset: MultimodalDataset,
+                   skip: Collection[str] = ()) -> MultimodalDataset:
+    """`dataset` (the same records as `source`, some modalities altered) with `source`'s stored encoder outputs
+    for every modality but those in `skip`."""
+    for m, arrays in source.features.items():
+        if m not in skip:
+            dataset = with_features(dataset, m, Entry(**arrays))
+    return dataset
 
 
 def feature_device(training: Any) -> torch.device:

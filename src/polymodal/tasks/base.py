@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from polymodal.config import TargetConfig
@@ -113,16 +114,33 @@ def sort_labels(labels: set[str]) -> list[str]:
         return sorted(labels)
 
 
+def balanced_weights(counts: list[int], cap: float) -> list[float]:
+    """Per class N / (K * N_class) (scikit-learn's `class_weight='balanced'`), at most `cap`."""
+    total, k = sum(counts), len(counts)
+    return [min(cap, total / (k * max(c, 1))) for c in counts]
+
+
 class SingleLabel(Task):
     """Binary and multiclass: one class name per record, fitted from the training split."""
 
     classes: list[str]
+    class_weights: list[float] | None = None  # per class, in the loss (target.class_weight: balanced)
 
     def fit(self, values: list[Any]) -> None:
-        self.classes = sort_labels({label_text(v) for v in values if not is_empty(v)})
+        labels = [label_text(v) for v in values if not is_empty(v)]
+        self.classes = sort_labels(set(labels))
         if len(self.classes) < 2:
             raise RecordError(f"target {self.target.field!r} has {len(self.classes)} class(es) in the training "
                               "split; classification needs at least 2")
+        if self.target.class_weight == "balanced":
+            counts = [labels.count(c) for c in self.classes]
+            self.class_weights = balanced_weights(counts, self.target.class_weight_cap)
+
+    def sample_weights(self, target: Tensor) -> Tensor | None:
+        """(B,) each record's class weight, or None without class weighting."""
+        if self.class_weights is None:
+            return None
+        return torch.tensor(self.class_weights, device=target.device)[target.long()]
 
     def unlabelled(self, value: Any) -> bool:
         return is_empty(value)
@@ -146,10 +164,11 @@ class SingleLabel(Task):
     def class_index(self, logits: Tensor) -> Tensor: ...
 
     def state(self) -> dict[str, Any]:
-        return {"classes": self.classes}
+        return {"classes": self.classes} | ({"class_weights": self.class_weights} if self.class_weights else {})
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.classes = state["classes"]
+        self.class_weights = state.get("class_weights")
 
 
 def build_task(target: TargetConfig) -> Task:

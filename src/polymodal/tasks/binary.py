@@ -34,7 +34,9 @@ class Binary(SingleLabel):
         return 1
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        return F.binary_cross_entropy_with_logits(logits[:, 0], target.float())
+        weight = self.sample_weights(target)  # (B,) or None
+        loss = F.binary_cross_entropy_with_logits(logits[:, 0], target.float(), weight=weight, reduction="sum")
+        return loss / (weight.sum() if weight is not None else target.numel())
 
     def class_index(self, logits: Tensor) -> Tensor:
         return (logits[:, 0] > 0).long()

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -24,7 +25,10 @@ class Multiclass(SingleLabel):
         return len(self.classes)
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(logits, target)
+        if self.class_weights is None:
+            return F.cross_entropy(logits, target)
+        weight = torch.tensor(self.class_weights, device=logits.device, dtype=logits.dtype)
+        return F.cross_entropy(logits, target, weight=weight)  # a weighted mean over the batch
 
     def class_index(self, logits: Tensor) -> Tensor:
         return logits.argmax(dim=1)

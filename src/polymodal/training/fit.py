@@ -164,6 +164,7 @@ def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback]
     import pytorch_lightning as pl
     from pytorch_lightning.utilities import rank_zero_only
 
+    from polymodal.training.checkpoint_refs import PackagedCheckpoints
     from polymodal.training.guards import LIKELY_CAUSES, FiniteGuard, NonFiniteError, RngState, first_nonfinite
     from polymodal.training.module import PolymodalModule
 
@@ -182,7 +183,8 @@ def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback]
                              {o.name: o.weight for o in config.objectives},
                              {m: spec.train for m, spec in config.modalities.items()})
     monitor = config.training.monitor or f"val_{prep.task.monitor}"
-    trainer = make_trainer(config, work, monitor, prep.task.mode, [FiniteGuard(), RngState(), *callbacks])
+    trainer = make_trainer(config, work, monitor, prep.task.mode,
+                           [FiniteGuard(), RngState(), PackagedCheckpoints(), *callbacks])
     last = work / "checkpoints" / "last.ckpt"
     cfg = config.training
     train_data = prep.stream if prep.stream is not None else prep.datasets["train"]
@@ -211,7 +213,7 @@ def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback]
         raise NonFiniteError(f"training ended with weight {bad!r} not finite; nothing was saved as a finished run. "
                              f"{LIKELY_CAUSES}")
     if isinstance(prep.task, Multilabel):  # per-label thresholds tuned on validation (saved with the task)
-        tune_thresholds(model.cpu(), prep.task, prep.processors, prep.datasets["val"])
+        tune_thresholds(model.cpu(), prep.task, prep.processors, data["val"])
         save_pipeline(work, config, prep.processors, prep.task)
     save_weights(work, model)
     metrics = evaluate_splits(model, prep, data)
@@ -236,11 +238,12 @@ def merge_log(log_csv: Path, previous: pd.DataFrame) -> None:
 
 def load_best(module: PolymodalModule, trainer: pl.Trainer) -> None:
     """Load the best checkpoint's weights (tensors only) into the module."""
+    from polymodal.training.checkpoint_refs import load_checkpoint_state
+
     ckpt = trainer.checkpoint_callback
     path = getattr(ckpt, "best_model_path", "")
     if path and Path(path).is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
+        load_checkpoint_state(module, torch.load(path, map_location="cpu", weights_only=True))  # packages' tensors kept
 
 
 def evaluate_splits(model: MultimodalModel, prep: Prepared, data: dict[str, Any]) -> dict[str, dict[str, float]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from polymodal.encoders.base import Encoder
+from polymodal.encoders.pretrained.reference import remember
+from polymodal.encoders.pretrained.weights import WeightPackage
 from polymodal.layers import EncoderOutput
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -22,8 +24,10 @@ class FeatureMapEncoder(Encoder):
     backbone: nn.Module
     width: int
 
-    def finish(self, out_dim: int | None) -> None:
-        """Optional linear projection C -> out_dim of tokens and pooled features; None keeps the native width."""
+    def finish(self, out_dim: int | None, package: WeightPackage | None = None) -> None:
+        """Optional linear projection C -> out_dim of tokens and pooled features; None keeps the native width.
+        `package`: where the backbone's weights came from (runs then refer to them instead of copying them)."""
+        remember(self, package, "backbone.")
         self.proj = nn.Identity() if out_dim is None else nn.Linear(self.width, out_dim)
         self.out_dim = self.width if out_dim is None else out_dim
 

@@ -15,6 +15,7 @@ from polymodal.encoders.pretrained.weights import (
     EFFICIENTNET_LITE0,
     conv_for_channels,
     load_pretrained,
+    package_of,
     unavailable,
 )
 
@@ -108,7 +109,7 @@ class EfficientNetLite0Encoder(FeatureMapEncoder):
         net._conv_stem = conv_for_channels(net._conv_stem, in_channels)
         self.backbone = _Features(net)
         self.width = 1280
-        self.finish(out_dim)
+        self.finish(out_dim, package_of(weights, EFFICIENTNET_LITE0) if pretrained else None)
 
     @classmethod
     def unavailable(cls) -> str | None:

@@ -15,14 +15,16 @@ import torch
 from torch import Tensor, nn
 
 from polymodal.encoders.base import ENCODERS, Encoder
-from polymodal.encoders.pretrained.weights import MINILM, PACKAGES, resolve, unavailable
+from polymodal.encoders.pretrained.reference import remember
+from polymodal.encoders.pretrained.weights import MINILM, PACKAGES, package_of, resolve, unavailable
 from polymodal.layers import EncoderOutput, masked_mean
 
 Pooling = Literal["mean", "cls", "pooler"]
 
 
-def load_hf_model(path: str | None) -> nn.Module:
-    """`transformers.AutoModel` from a local folder, a weight package name, or a cached model id (offline)."""
+def load_hf_model(path: str | None) -> tuple[nn.Module, list[str]]:
+    """`transformers.AutoModel` from a local folder, a weight package name, or a cached model id (offline), and the
+    names of its tensors that the checkpoint did not hold (newly initialized)."""
     try:
         import transformers
     except ImportError:
@@ -31,7 +33,9 @@ def load_hf_model(path: str | None) -> nn.Module:
     bar = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()
     try:
-        return transformers.AutoModel.from_pretrained(str(source), local_files_only=True)
+        model, info = transformers.AutoModel.from_pretrained(str(source), local_files_only=True,
+                                                             output_loading_info=True)
+        return model, list(info.get("missing_keys", []))
     except OSError as err:
         raise FileNotFoundError(f"cannot load transformers model {str(source)!r} offline: give a local folder "
                                 "(config.json + weights) or a model already in the Hugging Face cache "
@@ -58,7 +62,8 @@ class HFEncoder(Encoder):
     def __init__(self, vocab_size: int | None = None, in_channels: int | None = None, path: str | None = None,
                  pooling: Pooling = "mean", out_dim: int | None = None) -> None:
         super().__init__()
-        self.model = load_hf_model(path)
+        self.model, fresh = load_hf_model(path)
+        remember(self, package_of(path, MINILM), "model.", frozenset(f"model.{k}" for k in fresh))
         config = self.model.config
         _check_fits(config, vocab_size, in_channels, path)
         width = int(getattr(config, "hidden_size", None) or getattr(config, "hidden_sizes", [0])[-1])

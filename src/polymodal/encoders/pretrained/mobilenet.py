@@ -15,6 +15,7 @@ from polymodal.encoders.pretrained.weights import (
     MOBILENET_V2,
     conv_for_channels,
     load_pretrained,
+    package_of,
     unavailable,
 )
 
@@ -86,7 +87,7 @@ class MobileNetV2Encoder(FeatureMapEncoder):
         net.features[0][0] = conv_for_channels(net.features[0][0], in_channels)
         self.backbone = net.features
         self.width = 1280
-        self.finish(out_dim)
+        self.finish(out_dim, package_of(weights, MOBILENET_V2) if pretrained else None)
 
     @classmethod
     def unavailable(cls) -> str | None:

@@ -60,6 +60,11 @@ def resolve(path: str | None, default: WeightPackage) -> Path:
     return local
 
 
+def package_of(path: str | None, default: WeightPackage) -> WeightPackage | None:
+    """The weight package that `resolve(path, default)` reads from, or None for a local file or folder."""
+    return default if path is None else PACKAGES.get(path)
+
+
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a .pth state dict, unpickled with torch's restricted (weights-only) loader."""
     state = torch.load(path, map_location="cpu", weights_only=True)
