@@ -65,8 +65,9 @@ def remember(module: nn.Module, package: WeightPackage | None, prefix: str, excl
     hold) were just loaded from `package` (None: from a local file, nothing to refer to)."""
     if package is None:
         return
-    module.packaged = Packaged(package, {name: tensor_digest(t) for name, t in module.state_dict().items()  # type: ignore[assignment]
-                                         if name.startswith(prefix) and name not in exclude})
+    digests = {name: tensor_digest(t) for name, t in module.state_dict().items()
+               if name.startswith(prefix) and name not in exclude}
+    module.packaged = Packaged(package, digests)  # type: ignore[assignment]
 
 
 def package_files(package: WeightPackage) -> list[Path]:
@@ -110,7 +111,8 @@ def split_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, di
         if not isinstance(packaged, Packaged):
             continue
         prefix = f"{name}." if name else ""
-        same = [prefix + k for k in packaged.digests if prefix + k in state and packaged.unchanged(k, state[prefix + k])]
+        same = [prefix + k for k in packaged.digests
+                if prefix + k in state and packaged.unchanged(k, state[prefix + k])]
         if same:
             p = packaged.package
             refs[name] = {"package": p.dist, "version": package_version(p), "path": p.path,
