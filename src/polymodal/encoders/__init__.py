@@ -12,12 +12,5 @@ from polymodal.encoders import (  # noqa: F401  (registration)
 )
 from polymodal.encoders.base import ENCODERS, Encoder
 from polymodal.layers import EncoderOutput
-from polymodal.modalities import modality
 
-
-def default_encoder(modality_type: str) -> str:
-    """The name of the default encoder of a modality type (its `polymodal.modalities` entry)."""
-    return modality(modality_type).encoder.name
-
-
-__all__ = ["ENCODERS", "Encoder", "EncoderOutput", "default_encoder"]
+__all__ = ["ENCODERS", "Encoder", "EncoderOutput"]

@@ -34,7 +34,8 @@ from torch import nn
 
 from polymodal.config import Component, Config
 from polymodal.data.dataset import MultimodalDataset
-from polymodal.encoders import Encoder, default_encoder
+from polymodal.encoders import Encoder
+from polymodal.modalities import modality
 from polymodal.layers import EncoderOutput
 from polymodal.processors import Processor
 
@@ -225,7 +226,7 @@ def use_feature_cache(config: Config, encoders: Mapping[str, Encoder], processor
     if not modalities or not any(isinstance(d, MultimodalDataset) for d in datasets.values()):
         return dict(datasets)
     cache = cache or FeatureCache()
-    components = {m: config.modalities[m].encoder or Component(name=default_encoder(config.modalities[m].type))
+    components = {m: config.modalities[m].encoder or modality(config.modalities[m].type).encoder
                   for m in modalities}
     ids = {m: encoder_digest(components[m], encoders[m]) for m in modalities}
     out = dict(datasets)
