@@ -70,3 +70,15 @@ def test_a_batch_already_on_the_device_is_passed_through() -> None:
     moved = PolymodalModule.transfer_batch_to_device(None, batch, torch.device("cpu"), 0)  # type: ignore[arg-type]
     assert moved is batch
     assert moved.inputs["a"]["values"] is batch.inputs["a"]["values"]
+
+
+def test_runs_over_one_decoded_table_train_as_if_each_decoded_it(data_dir: Path, tmp_path: Path) -> None:
+    both = prepare(parse_config(make_config(data_dir, tmp_path / "data", ["emb", "specs"])))
+    config = parse_config(make_config(data_dir, tmp_path / "own", ["emb"], epochs=2))
+    own = train(config, report=False)
+    shared = train(config.model_copy(update={"output_dir": str(tmp_path / "shared")}), report=False,
+                   prepared=both.select(["emb"]))
+    assert shared.metrics == own.metrics
+    assert set(both.datasets["train"].present) == {"emb", "specs"}  # the shared data is left whole
+    saved = (tmp_path / "shared" / "processors.json").read_text()
+    assert saved == (tmp_path / "own" / "processors.json").read_text()
