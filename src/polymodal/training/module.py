@@ -218,9 +218,11 @@ def modality_dropout(batch: Batch, rates: float | Mapping[str, float]) -> Batch:
 
 def fused_adam(groups: list[dict[str, Any]], precision: str) -> bool | None:
     """Whether AdamW can run fused (one kernel per tensor instead of a dozen Python-driven ops; ~3x faster for
-    small models on CPU): float32 parameters on CPU or CUDA, no float16 loss scaler. None: torch's default."""
+    small models on CPU): float32 parameters on CPU (torch >= 2.4) or CUDA, no float16 loss scaler. None: torch's
+    default."""
     params = [p for g in groups for p in g["params"]]
-    ok = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
+    devices = ("cpu", "cuda") if torch.__version__ >= (2, 4) else ("cuda",)  # type: ignore[operator]
+    ok = all(p.device.type in devices and p.dtype == torch.float32 for p in params)
     return True if ok and params and not precision.startswith("16") else None
 
 
