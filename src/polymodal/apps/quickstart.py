@@ -11,7 +11,7 @@ from polymodal.config import Config
 from polymodal.datasets import DATASETS
 from polymodal.factory import parse_config
 from polymodal.predictor import Predictor
-from polymodal.training.fit import train
+from polymodal.training.fit import prepare, train
 
 COLUMNS = ["model", "accuracy", "macro_f1", "params", "train_seconds"]
 MODELS: dict[str, tuple[list[str], str]] = {
@@ -42,14 +42,20 @@ def av_digits_config(dataset: str, modalities: list[str], fusion: str, out: Path
     })
 
 
-def quickstart(out: Path, epochs: int = 8, seed: int = 0, variant: str = "mnist") -> pd.DataFrame:
-    """Train every model in MODELS, print the comparison table, write `out/comparison.csv`."""
+def quickstart(out: Path, epochs: int = 8, seed: int = 0, variant: str = "mnist", report: bool = False
+               ) -> pd.DataFrame:
+    """Train every model in MODELS, print the comparison table, write `out/comparison.csv`.
+
+    The table is decoded once for all four runs. Their reports are written with `report=True`, else on demand
+    (`polymodal report OUT/MODEL`): each report runs its model again (intervals, contributions, cost, plots)."""
     dataset = "av_digits" if variant == "mnist" else f"av_digits_{variant}"
     data_root = DATASETS[dataset].materialize()
     print(f"{dataset} at {data_root}")
     rows, transfer = [], {}
+    decoded = prepare(av_digits_config(dataset, ["image", "audio"], "concat", out / "data", epochs, seed))
     for name, (modalities, fusion) in MODELS.items():
-        result = train(av_digits_config(dataset, modalities, fusion, out / name, epochs, seed), overwrite=True)
+        result = train(av_digits_config(dataset, modalities, fusion, out / name, epochs, seed), overwrite=True,
+                       report=report, prepared=decoded.select(modalities))
         test = result.metrics["test"]
         rows.append([name, test["accuracy"], test["macro_f1"], result.params, result.train_seconds])
         transfer[name] = Predictor.load(out / name).evaluate(data_root / "human.csv")["accuracy"]
@@ -58,6 +64,8 @@ def quickstart(out: Path, epochs: int = 8, seed: int = 0, variant: str = "mnist"
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "comparison.csv", index=False)
     print(format_table(table, transfer))
+    if not report:
+        print(f"reports: polymodal report {out / 'concat'} (and likewise for the other runs)")
     return table
 
 

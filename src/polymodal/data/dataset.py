@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -196,6 +197,17 @@ class MultimodalDataset(Dataset[Batch]):
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def select(self, modalities: Sequence[str]) -> MultimodalDataset:
+        """The same records with only the named modalities (arrays shared, not copied)."""
+        out = copy.copy(self)
+        keep = set(modalities)
+        out.ragged = {m: r for m, r in self.ragged.items() if m in keep}
+        out.fixed = {m: v for m, v in self.fixed.items() if m in keep}
+        out.lists = {m: v for m, v in self.lists.items() if m in keep}
+        out.features = {m: v for m, v in self.features.items() if m in keep}
+        out.present = {m: v for m, v in self.present.items() if m in keep}
+        return out
 
     def __getitem__(self, index: int) -> Batch:
         return self.__getitems__([index])

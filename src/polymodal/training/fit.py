@@ -84,6 +84,14 @@ class Prepared:
     skipped: dict[str, int]
     stream: StreamingDataset | None = None  # the training split when `data.streaming` (then not in `datasets`)
 
+    def select(self, modalities: Sequence[str]) -> Prepared:
+        """The same decoded data for a config that uses only some of these modalities (same fields and specs):
+        several runs over one table decode it once (e.g. the quickstart's unimodal baselines and fusions)."""
+        if self.stream is not None:
+            raise ValueError("a streamed training split is read as it is trained on; it cannot be shared")
+        return Prepared({m: self.processors[m] for m in modalities}, self.task,
+                        {s: d.select(modalities) for s, d in self.datasets.items()}, dict(self.skipped))
+
 
 def prepare(config: Config) -> Prepared:
     """Read the splits, fit processors on train only, decode every split (raising on fatal problems).
@@ -153,10 +161,11 @@ def make_trainer(config: Config, run_dir: Path, monitor: str, mode: str,
 
 
 def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback] = (),
-          overwrite: bool = False, report: bool = True) -> TrainResult:
+          overwrite: bool = False, report: bool = True, prepared: Prepared | None = None) -> TrainResult:
     """Train the model a config describes and write its run directory (`callbacks`: extra Lightning callbacks,
     e.g. the pruning callback of `polymodal tune`; `report=False` skips the report, e.g. for `fit`'s candidates,
-    which `polymodal report RUN_DIR` can still write later).
+    which `polymodal report RUN_DIR` can still write later; `prepared`: this config's data as `prepare(config)`
+    returns it, decoded once for several runs).
 
     The run is written into a temporary folder and moved into place when complete; an existing run directory is
     replaced only with `overwrite`. `resume` continues an interrupted (or finished) run from its last checkpoint,
@@ -172,7 +181,7 @@ def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback]
     chief = rank_zero_only.rank == 0
     work = start_run(run_dir, resume, overwrite) if chief else partial_dir(run_dir)
     pl.seed_everything(config.training.seed, workers=True, verbose=False)
-    prep = prepare(config)
+    prep = prepared if prepared is not None else prepare(config)
     model = build_model(config, prep.processors, prep.task.num_outputs)
     if config.training.init_from is not None:
         loaded = init_weights(model, config.training.init_from)

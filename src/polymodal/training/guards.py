@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -33,7 +34,7 @@ class FiniteGuard(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor) and not torch.isfinite(loss).all():
+        if isinstance(loss, torch.Tensor) and not math.isfinite(loss.item()):  # one scalar read, no extra kernels
             raise NonFiniteError(f"training stopped at epoch {trainer.current_epoch}, batch {batch_idx}: "
                                  f"the loss is {loss.item()}; nothing was saved as a finished run. {LIKELY_CAUSES}")
 

@@ -72,7 +72,7 @@ class PolymodalModule(pl.LightningModule):
         return self.model(batch)
 
     def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int) -> Batch:
-        return batch.to(device)
+        return batch if batch.index.device == device else batch.to(device)
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         return to_model_inputs(batch, self.processors, train=self.training)
@@ -125,9 +125,10 @@ class PolymodalModule(pl.LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         out = self.model(batch)
-        self.log("val_loss", self.task.loss(out.logits, batch.target), batch_size=batch.size, sync_dist=True)
-        for name, value in self.objective_losses(batch, out).items():
-            self.log(f"val_{name}", value, batch_size=batch.size, sync_dist=True)
+        losses = {"loss": self.task.loss(out.logits, batch.target), **self.objective_losses(batch, out)}
+        for name, value in losses.items():  # summed here, logged once per epoch (as in training)
+            self._val_sums[name] = self._val_sums.get(name, 0.0) + value.detach() * batch.size
+        self._val_count += batch.size
         self._val_logits.append(self.task.scores(out).detach())
         if batch.target is not None:
             self._val_targets.append(batch.target)
@@ -135,7 +136,13 @@ class PolymodalModule(pl.LightningModule):
             self._val_embeddings.append(out.embeddings)
         self.imbalance.observe_val(batch, out)
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums: dict[str, Tensor] = {}
+        self._val_count = 0
+
     def on_validation_epoch_end(self) -> None:
+        for name, total in self._val_sums.items():
+            self.log(f"val_{name}", self._reduce(total / max(1, self._val_count), "mean"))
         for name, value in self.imbalance.val_epoch_end(self._reduce).items():
             self.log(name, value)
         if not self._val_logits:
@@ -157,7 +164,8 @@ class PolymodalModule(pl.LightningModule):
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         cfg = self.training_config
-        opt = torch.optim.AdamW(self.param_groups(), lr=cfg.lr)
+        groups = self.param_groups()
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, fused=fused_adam(groups, cfg.precision))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(total - 1, int(cfg.warmup_epochs * total / cfg.epochs))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, warmup, total, cfg.scheduler))
@@ -206,6 +214,16 @@ def modality_dropout(batch: Batch, rates: float | Mapping[str, float]) -> Batch:
         rescue = torch.zeros_like(kept).scatter_(1, scores.argmax(1, keepdim=True), True)
         kept = torch.where(lost_all[:, None], rescue, kept)
     return replace(batch, present={m: kept[:, i] for i, m in enumerate(rate)})
+
+
+def fused_adam(groups: list[dict[str, Any]], precision: str) -> bool | None:
+    """Whether AdamW can run fused (one kernel per tensor instead of a dozen Python-driven ops; ~3x faster for
+    small models on CPU): float32 parameters on CPU (torch >= 2.4) or CUDA, no float16 loss scaler. None: torch's
+    default."""
+    params = [p for g in groups for p in g["params"]]
+    devices = ("cpu", "cuda") if torch.__version__ >= (2, 4) else ("cuda",)  # type: ignore[operator]
+    ok = all(p.device.type in devices and p.dtype == torch.float32 for p in params)
+    return True if ok and params and not precision.startswith("16") else None
 
 
 def frozen_at(encoder_training: Mapping[str, EncoderTraining], epoch: int) -> set[str]:
