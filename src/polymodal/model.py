@@ -81,7 +81,7 @@ class MultimodalModel(nn.Module):
             return Output(logits=logits, fused=fused.fused, features=features, aux_losses=fused.aux_losses,
                           embeddings=self.embeddings(features, batch.present), sequences=sequences)
         modality_logits = None if per is None else {m: self.head(h) for m, h in per.items()}
-        decision = self.fusion.decide(self.head(fused.fused), modality_logits, present)
+        decision = self.fusion.decide(self.head(fused.fused), modality_logits, present, fused.reliability)
         aux = dict(fused.aux_losses)
         if self.training and batch.target is not None:
             aux.update(self.fusion.target_losses(decision, modality_logits, present, batch.target, batch.index))
