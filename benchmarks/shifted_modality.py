@@ -28,7 +28,7 @@ import pandas as pd
 
 from polymodal.config import Config
 from polymodal.datasets import DATASETS
-from polymodal.quickstart import av_digits_config
+from polymodal.apps.quickstart import av_digits_config
 
 MODELS: dict[str, tuple[list[str], str, float]] = {  # name: modalities, fusion, modality dropout
     "image only": (["image"], "concat", 0.0),
@@ -39,6 +39,7 @@ MODELS: dict[str, tuple[list[str], str, float]] = {  # name: modalities, fusion,
     "late": (["image", "audio"], "late", 0.0),
     "gated": (["image", "audio"], "gated", 0.0),
     "attention": (["image", "audio"], "attention", 0.0),
+    "reliable": (["image", "audio"], "reliable", 0.0),
 }
 
 
