@@ -1,16 +1,17 @@
 """Which fusion stays right when one modality shifts, and does the reliability score notice?
 
-AV-Digits with the recipe of configs/av_digits_concat.yaml, only the fusion changed (plus an image-only model and
-concat with modality dropout 0.3), for several seeds. Per run: in-distribution test accuracy, accuracy on the
-held-out human speakers (`human.csv`: test images paired with real voices never seen in training), accuracy
-under each audio corruption at the highest severity, and the AUROC of the per-modality reliability distance
-(calibrated on the validation split) for telling corrupted records from clean ones, over every corruption of
-both modalities at the highest severity (and for the human voices). Results are cached per run (`--out`), so
+AV-Digits with the recipe of configs/av_digits_concat.yaml, only the fusion changed (plus an image-only model,
+concat with modality dropout 0.3, and `reliable` with its gates opened as an ablation), for several seeds. Per
+run: in-distribution test accuracy, accuracy on the held-out human speakers (`human.csv`: test images paired
+with real voices never seen in training), accuracy under each audio corruption at the highest severity, and the
+AUROC of the per-modality reliability distance (calibrated on the validation split) for telling corrupted
+records from clean ones, over every corruption of both modalities at the highest severity (and for the human
+voices). Results are cached per run (`--out`), so
 the script can be stopped, run in several processes at once (each claims the runs it trains), and rerun to
 print the table.
 
-    POLYMODAL_DATA=/tmp/data OMP_NUM_THREADS=1 nice python benchmarks/shifted_modality.py --epochs 4 \
-        --seeds 0 1 2 --out runs/shifted [--phase train|eval|table] [--skip-report]
+    POLYMODAL_DATA=/tmp/data OMP_NUM_THREADS=1 nice python benchmarks/shifted_modality.py --epochs 8 \
+        --seeds 0 1 2 --out runs/shifted [--models NAME ...] [--phase train|eval|table|all] [--skip-report]
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ MODELS: dict[str, tuple[list[str], str, float]] = {  # name: modalities, fusion,
     "attention": (["image", "audio"], "attention", 0.0),
     "reliable": (["image", "audio"], "reliable", 0.0),
 }
+# Ablations evaluated on another model's trained runs (no training of their own): name -> (model, change).
+ABLATIONS: dict[str, tuple[str, str]] = {
+    "reliable, gates open": ("reliable", "gates open"),  # temperatures kept, every w_m = 1: the plain product
+}
 
 
 def config(name: str, out: Path, epochs: int, seed: int) -> Config:
@@ -68,16 +73,23 @@ def train_run(cfg: Config, skip_report: bool) -> None:
     train(cfg)
 
 
-def evaluate_run(cfg: Config, human: Path) -> dict[str, Any]:
-    """The run's scores (cached as shifted.json in the run directory)."""
+def scores_file(cfg: Config, change: str | None = None) -> Path:
+    return cfg.run_dir() / ("shifted.json" if change is None else f"shifted_{change.replace(' ', '_')}.json")
+
+
+def evaluate_run(cfg: Config, human: Path, change: str | None = None) -> dict[str, Any]:
+    """The run's scores (cached as shifted.json in the run directory; shifted_<change>.json for an ablation)."""
     from polymodal.evaluation.robustness import load_table
     from polymodal.evaluation.shifted import held_out_table, shifted_modality
     from polymodal.rundir import load_run
 
-    cache = cfg.run_dir() / "shifted.json"
+    cache = scores_file(cfg, change)
     if cache.is_file():
         return json.loads(cache.read_text())
     run = load_run(cfg.run_dir())
+    if change == "gates open":
+        for gate in run.model.fusion.gates.values():  # uncalibrated gate: weight 1 (its temperature stays)
+            gate.means = gate.means[:0]
     rows = shifted_modality(run, load_table(run, None), severities=[5],
                             held_out={"human": (held_out_table(human), "audio")} if "audio" in run.processors else {})
     test = json.loads((cfg.run_dir() / "metrics.json").read_text())["test"]["accuracy"]
@@ -133,7 +145,7 @@ def _cell(values: pd.Series) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--out", default="runs/shifted")
@@ -155,6 +167,11 @@ def main() -> None:
                 own = image_only_human(cfg, human) if name == "image only" else None
                 results.setdefault(name, []).append(summary(json.loads((cfg.run_dir() / "shifted.json").read_text()),
                                                         own))
+        for name, (model, change) in ABLATIONS.items():
+            cfg = config(model, Path(args.out), args.epochs, seed)
+            if model in args.models and scores_file(cfg).is_file() and (
+                    args.phase in ("eval", "all") or scores_file(cfg, change).is_file()):
+                results.setdefault(name, []).append(summary(evaluate_run(cfg, human, change), None))
     print(table(results))
     print(f"load average {os.getloadavg()}")
 

@@ -152,7 +152,8 @@ class ReliableFusion(Fusion):
         unimodal = decision.logits.new_zeros(())
         for m in self.modalities:
             ce = F.cross_entropy(zero_missing(logits[m], present[m]), target, reduction="none")  # (B,)
-            unimodal = unimodal + torch.where(present[m], ce, torch.zeros_like(ce)).sum() / present[m].sum().clamp_min(1)
+            ce = torch.where(present[m], ce, torch.zeros_like(ce))
+            unimodal = unimodal + ce.sum() / present[m].sum().clamp_min(1)
         return {"unimodal": self.unimodal_weight * unimodal}
 
     def calibrate(self, validation: Calibration) -> None:
