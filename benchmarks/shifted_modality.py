@@ -45,6 +45,7 @@ MODELS: dict[str, tuple[list[str], str, float]] = {  # name: modalities, fusion,
 # Ablations evaluated on another model's trained runs (no training of their own): name -> (model, change).
 ABLATIONS: dict[str, tuple[str, str]] = {
     "reliable, gates open": ("reliable", "gates open"),  # temperatures kept, every w_m = 1: the plain product
+    "reliable, quantile 0.8": ("reliable", "quantile 0.8"),  # gates refitted: w = 1/2 at the validation q80
 }
 
 
@@ -73,6 +74,23 @@ def train_run(cfg: Config, skip_report: bool) -> None:
     train(cfg)
 
 
+def change_gates(run: Any, change: str) -> None:
+    """Open the reliable fusion's gates (weight 1, temperatures kept), or refit them at another quantile from
+    the run's validation calibration (`quantile Q`)."""
+    import torch
+
+    from polymodal.evaluation.reliability import load_reliability
+
+    refs = load_reliability(run.path)
+    for m, gate in run.model.fusion.gates.items():
+        if change == "gates open":
+            gate.means = gate.means[:0]
+        else:
+            ref = refs[m]
+            gate.fit(torch.as_tensor(ref.means), torch.as_tensor(ref.precision), torch.as_tensor(ref.distances),
+                     float(change.split()[1]), run.model.fusion.sharpness)
+
+
 def scores_file(cfg: Config, change: str | None = None) -> Path:
     return cfg.run_dir() / ("shifted.json" if change is None else f"shifted_{change.replace(' ', '_')}.json")
 
@@ -80,19 +98,20 @@ def scores_file(cfg: Config, change: str | None = None) -> Path:
 def evaluate_run(cfg: Config, human: Path, change: str | None = None) -> dict[str, Any]:
     """The run's scores (cached as shifted.json in the run directory; shifted_<change>.json for an ablation)."""
     from polymodal.evaluation.robustness import load_table
-    from polymodal.evaluation.shifted import held_out_table, shifted_modality
+    from polymodal.evaluation.shifted import dataset_of, held_out_table, score_and_distance, shifted_modality
     from polymodal.rundir import load_run
 
     cache = scores_file(cfg, change)
     if cache.is_file():
         return json.loads(cache.read_text())
     run = load_run(cfg.run_dir())
-    if change == "gates open":
-        for gate in run.model.fusion.gates.values():  # uncalibrated gate: weight 1 (its temperature stays)
-            gate.means = gate.means[:0]
+    if change is not None:
+        change_gates(run, change)
     rows = shifted_modality(run, load_table(run, None), severities=[5],
                             held_out={"human": (held_out_table(human), "audio")} if "audio" in run.processors else {})
     test = json.loads((cfg.run_dir() / "metrics.json").read_text())["test"]["accuracy"]
+    if change is not None:  # the run's metrics are those of the unchanged model
+        test = score_and_distance(run, dataset_of(run, load_table(run, None)), {})[0]
     result = {"test": test, "rows": rows.to_dict("records")}
     cache.write_text(json.dumps(result, default=float))
     return result
