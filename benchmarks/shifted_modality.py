@@ -46,6 +46,7 @@ MODELS: dict[str, tuple[list[str], str, float]] = {  # name: modalities, fusion,
 ABLATIONS: dict[str, tuple[str, str]] = {
     "reliable, gates open": ("reliable", "gates open"),  # temperatures kept, every w_m = 1: the plain product
     "reliable, quantile 0.8": ("reliable", "quantile 0.8"),  # gates refitted: w = 1/2 at the validation q80
+    "reliable, quantile 0.99": ("reliable", "quantile 0.99"),
 }
 
 
