@@ -1,16 +1,17 @@
 """Which fusion stays right when one modality shifts, and does the reliability score notice?
 
-AV-Digits with the recipe of configs/av_digits_concat.yaml, only the fusion changed (plus an image-only model and
-concat with modality dropout 0.3), for several seeds. Per run: in-distribution test accuracy, accuracy on the
-held-out human speakers (`human.csv`: test images paired with real voices never seen in training), accuracy
-under each audio corruption at the highest severity, and the AUROC of the per-modality reliability distance
-(calibrated on the validation split) for telling corrupted records from clean ones, over every corruption of
-both modalities at the highest severity (and for the human voices). Results are cached per run (`--out`), so
+AV-Digits with the recipe of configs/av_digits_concat.yaml, only the fusion changed (plus an image-only model,
+concat with modality dropout 0.3, and `reliable` with its gates opened as an ablation), for several seeds. Per
+run: in-distribution test accuracy, accuracy on the held-out human speakers (`human.csv`: test images paired
+with real voices never seen in training), accuracy under each audio corruption at the highest severity, and the
+AUROC of the per-modality reliability distance (calibrated on the validation split) for telling corrupted
+records from clean ones, over every corruption of both modalities at the highest severity (and for the human
+voices). Results are cached per run (`--out`), so
 the script can be stopped, run in several processes at once (each claims the runs it trains), and rerun to
 print the table.
 
-    POLYMODAL_DATA=/tmp/data OMP_NUM_THREADS=1 nice python benchmarks/shifted_modality.py --epochs 4 \
-        --seeds 0 1 2 --out runs/shifted [--phase train|eval|table] [--skip-report]
+    POLYMODAL_DATA=/tmp/data OMP_NUM_THREADS=1 nice python benchmarks/shifted_modality.py --epochs 8 \
+        --seeds 0 1 2 --out runs/shifted [--models NAME ...] [--phase train|eval|table|all] [--skip-report]
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import pandas as pd
 
 from polymodal.config import Config
 from polymodal.datasets import DATASETS
-from polymodal.quickstart import av_digits_config
+from polymodal.apps.quickstart import av_digits_config
 
 MODELS: dict[str, tuple[list[str], str, float]] = {  # name: modalities, fusion, modality dropout
     "image only": (["image"], "concat", 0.0),
@@ -39,6 +40,13 @@ MODELS: dict[str, tuple[list[str], str, float]] = {  # name: modalities, fusion,
     "late": (["image", "audio"], "late", 0.0),
     "gated": (["image", "audio"], "gated", 0.0),
     "attention": (["image", "audio"], "attention", 0.0),
+    "reliable": (["image", "audio"], "reliable", 0.0),
+}
+# Ablations evaluated on another model's trained runs (no training of their own): name -> (model, change).
+ABLATIONS: dict[str, tuple[str, str]] = {
+    "reliable, gates open": ("reliable", "gates open"),  # temperatures kept, every w_m = 1: the plain product
+    "reliable, quantile 0.8": ("reliable", "quantile 0.8"),  # gates refitted: w = 1/2 at the validation q80
+    "reliable, quantile 0.99": ("reliable", "quantile 0.99"),
 }
 
 
@@ -67,19 +75,44 @@ def train_run(cfg: Config, skip_report: bool) -> None:
     train(cfg)
 
 
-def evaluate_run(cfg: Config, human: Path) -> dict[str, Any]:
-    """The run's scores (cached as shifted.json in the run directory)."""
+def change_gates(run: Any, change: str) -> None:
+    """Open the reliable fusion's gates (weight 1, temperatures kept), or refit them at another quantile from
+    the run's validation calibration (`quantile Q`)."""
+    import torch
+
+    from polymodal.evaluation.reliability import load_reliability
+
+    refs = load_reliability(run.path)
+    for m, gate in run.model.fusion.gates.items():
+        if change == "gates open":
+            gate.means = gate.means[:0]
+        else:
+            ref = refs[m]
+            gate.fit(torch.as_tensor(ref.means), torch.as_tensor(ref.precision), torch.as_tensor(ref.distances),
+                     float(change.split()[1]), run.model.fusion.sharpness)
+
+
+def scores_file(cfg: Config, change: str | None = None) -> Path:
+    return cfg.run_dir() / ("shifted.json" if change is None else f"shifted_{change.replace(' ', '_')}.json")
+
+
+def evaluate_run(cfg: Config, human: Path, change: str | None = None) -> dict[str, Any]:
+    """The run's scores (cached as shifted.json in the run directory; shifted_<change>.json for an ablation)."""
     from polymodal.evaluation.robustness import load_table
-    from polymodal.evaluation.shifted import held_out_table, shifted_modality
+    from polymodal.evaluation.shifted import dataset_of, held_out_table, score_and_distance, shifted_modality
     from polymodal.rundir import load_run
 
-    cache = cfg.run_dir() / "shifted.json"
+    cache = scores_file(cfg, change)
     if cache.is_file():
         return json.loads(cache.read_text())
     run = load_run(cfg.run_dir())
+    if change is not None:
+        change_gates(run, change)
     rows = shifted_modality(run, load_table(run, None), severities=[5],
                             held_out={"human": (held_out_table(human), "audio")} if "audio" in run.processors else {})
     test = json.loads((cfg.run_dir() / "metrics.json").read_text())["test"]["accuracy"]
+    if change is not None:  # the run's metrics are those of the unchanged model
+        test = score_and_distance(run, dataset_of(run, load_table(run, None)), {})[0]
     result = {"test": test, "rows": rows.to_dict("records")}
     cache.write_text(json.dumps(result, default=float))
     return result
@@ -132,7 +165,7 @@ def _cell(values: pd.Series) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--out", default="runs/shifted")
@@ -154,6 +187,11 @@ def main() -> None:
                 own = image_only_human(cfg, human) if name == "image only" else None
                 results.setdefault(name, []).append(summary(json.loads((cfg.run_dir() / "shifted.json").read_text()),
                                                         own))
+        for name, (model, change) in ABLATIONS.items():
+            cfg = config(model, Path(args.out), args.epochs, seed)
+            if model in args.models and scores_file(cfg).is_file() and (
+                    args.phase in ("eval", "all") or scores_file(cfg, change).is_file()):
+                results.setdefault(name, []).append(summary(evaluate_run(cfg, human, change), None))
     print(table(results))
     print(f"load average {os.getloadavg()}")
 

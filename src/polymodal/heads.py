@@ -57,7 +57,7 @@ class LinearHead(nn.Linear, Head):
                present: Mapping[str, Tensor], target: Tensor | None, index: Tensor | None) -> HeadOutput:
         per = fused.per_modality
         modality_logits = None if per is None else {m: self(h) for m, h in per.items()}  # (B, K) each
-        decision = fusion.decide(self(fused.fused), modality_logits, present)
+        decision = fusion.decide(self(fused.fused), modality_logits, present, fused.reliability)
         aux = {}
         if self.training and target is not None:
             aux = fusion.target_losses(decision, modality_logits, present, target, index)  # type: ignore[arg-type]

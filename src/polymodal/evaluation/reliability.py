@@ -10,8 +10,10 @@ to the closest class-conditional Gaussian). A record's modality gets
   1 = as typical as any validation record, 0 = further out than all of them);
 - `ood`: distance above the validation distances' `quantile` (0.95 by default: 5% false alarms in distribution).
 This works for every fusion (it reads encoder features only). Fusions with their own per-modality uncertainty
-(tmc: Dirichlet uncertainty mass, qmf: energy) add it as `uncertainty`. The calibration is stored in the run
-directory as JSON (`reliability.json`), written at the end of training.
+(tmc: Dirichlet uncertainty mass, qmf: energy, reliable: 1 - its gate weight) add it as `uncertainty`. The
+calibration is stored in the run directory as JSON (`reliability.json`), written at the end of training, and is
+handed to the fusion (`Fusion.calibrate`) before the weights are saved: the `reliable` fusion gates each
+modality by it at prediction time.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import Tensor
 
 from polymodal.data.dataset import MultimodalDataset
 from polymodal.evaluation.inference import predict_outputs
+from polymodal.fusion.base import Calibration
 from polymodal.model import MultimodalModel
 from polymodal.output import Output
 from polymodal.processors import Processor
@@ -93,6 +98,12 @@ def calibrate(model: MultimodalModel, processors: Mapping[str, Processor], datas
               quantile: float = 0.95) -> dict[str, Reference]:
     """A Reference per modality from the validation dataset (modalities with < 2 present records: none)."""
     out, target = predict_outputs(model, processors, dataset)
+    return references_of(out, target, dataset, quantile)
+
+
+def references_of(out: Output, target: Tensor | None, dataset: MultimodalDataset,
+                  quantile: float = 0.95) -> dict[str, Reference]:
+    """A Reference per modality from the model's outputs on `dataset` (modalities with < 2 present records: none)."""
     groups = class_groups(None if target is None else target.cpu().numpy(), len(dataset))
     refs = {}
     for m, feats in out.features.items():
@@ -102,15 +113,34 @@ def calibrate(model: MultimodalModel, processors: Mapping[str, Processor], datas
     return refs
 
 
+def fusion_calibration(refs: Mapping[str, Reference], out: Output, target: Tensor | None,
+                       dataset: MultimodalDataset) -> Calibration:
+    """What the fusion may calibrate on: the references as tensors, the per-modality logits and the classes."""
+    single = target is not None and target.dim() == 1 and not target.dtype.is_floating_point
+    return Calibration(means={m: torch.as_tensor(r.means, dtype=torch.float32) for m, r in refs.items()},
+                       precision={m: torch.as_tensor(r.precision, dtype=torch.float32) for m, r in refs.items()},
+                       distances={m: torch.as_tensor(r.distances) for m, r in refs.items()},
+                       modality_logits=None if out.modality_logits is None else
+                       {m: v.detach().cpu() for m, v in out.modality_logits.items()},
+                       present={m: torch.as_tensor(np.asarray(p, dtype=bool)) for m, p in dataset.present.items()},
+                       target=target.cpu() if single and target is not None else None)
+
+
 def write_reliability(run_dir: Path, refs: Mapping[str, Reference]) -> None:
     (run_dir / RELIABILITY).write_text(json.dumps({m: r.to_json() for m, r in refs.items()}))
 
 
 def calibrate_run(run_dir: Path, model: MultimodalModel, processors: Mapping[str, Processor],
                   dataset: MultimodalDataset, task: str) -> None:
-    """Write the run's `reliability.json` from its validation dataset (not for generation, nor without records)."""
-    if task != "generation" and len(dataset):
-        write_reliability(run_dir, calibrate(model, processors, dataset))
+    """Write the run's `reliability.json` from its validation dataset and calibrate the model's fusion on it
+    (before its weights are saved: a fusion may keep calibration buffers); not for generation, nor without
+    records."""
+    if task == "generation" or not len(dataset):
+        return
+    out, target = predict_outputs(model, processors, dataset)
+    refs = references_of(out, target, dataset)
+    model.fusion.calibrate(fusion_calibration(refs, out, target, dataset))
+    write_reliability(run_dir, refs)
 
 
 def load_reliability(run_dir: Path, required: bool = True) -> dict[str, Reference]:

@@ -19,6 +19,7 @@ from polymodal.fusion import (  # noqa: F401  (registration)  # isort: skip
     poe,
     tmc,
     qmf,
+    reliable,
 )
 from polymodal.fusion.base import FUSIONS, Decision, Fusion, FusionOutput
 

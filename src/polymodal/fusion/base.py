@@ -27,6 +27,8 @@ class FusionOutput:
         tokens: optional (B, T, D) fused tokens with `mask`.
         aux_losses: auxiliary losses the method trains with (e.g. a KL term), already weighted; the trainer
             adds them to the task loss.
+        reliability: optional (B,) per modality in [0, 1]: how far the method trusts each record's input of
+            that modality (reliability-gated fusions); the model hands it to `decide`.
     """
 
     fused: Tensor
@@ -34,6 +36,7 @@ class FusionOutput:
     tokens: Tensor | None = None
     mask: Tensor | None = None
     aux_losses: dict[str, Tensor] = field(default_factory=dict)
+    reliability: dict[str, Tensor] | None = None
 
 
 @dataclass
@@ -48,6 +51,29 @@ class Decision:
 
     logits: Tensor
     uncertainty: dict[str, Tensor] | None = None
+
+
+@dataclass
+class Calibration:
+    """The validation split as seen by a trained model, for `Fusion.calibrate` (evaluation builds it).
+
+    Attributes:
+        means: per modality, (C, D) class means of the encoder's pooled validation features (one row when the
+            task has no single-label classes).
+        precision: per modality, (D, D) inverse of the shrunk shared covariance of those features.
+        distances: per modality, (N_m,) squared Mahalanobis distances of the present validation records to the
+            closest class mean.
+        modality_logits: per modality, (N, K) the model's per-modality logits (None without branches).
+        present: per modality, (N,) which validation records have it.
+        target: (N,) class indices of a single-label classification task, else None.
+    """
+
+    means: dict[str, Tensor]
+    precision: dict[str, Tensor]
+    distances: dict[str, Tensor]
+    modality_logits: dict[str, Tensor] | None
+    present: dict[str, Tensor]
+    target: Tensor | None
 
 
 class Fusion(nn.Module):
@@ -69,13 +95,20 @@ class Fusion(nn.Module):
         raise NotImplementedError  # pragma: no cover
 
     def decide(self, logits: Tensor, modality_logits: Mapping[str, Tensor] | None,
-               present: Mapping[str, Tensor]) -> Decision:
+               present: Mapping[str, Tensor], reliability: Mapping[str, Tensor] | None = None) -> Decision:
         """The final (B, K) logits from the head's output on `fused` and the per-modality logits.
 
         Decision-level methods (evidence combination, confidence-weighted sums) override this; the default
-        keeps the head's output and reports no uncertainty of its own.
+        keeps the head's output and reports no uncertainty of its own. `reliability` is what `forward` put
+        in `FusionOutput.reliability`.
         """
         return Decision(logits)
+
+    def calibrate(self, validation: Calibration) -> None:
+        """Fit prediction-time state (buffers, saved with the weights) on the validation split after training.
+
+        Called once by training before the weights are saved; the default has nothing to calibrate.
+        """
 
     def target_losses(self, decision: Decision, modality_logits: Mapping[str, Tensor] | None,
                       present: Mapping[str, Tensor], target: Tensor, index: Tensor) -> dict[str, Tensor]:

@@ -101,7 +101,7 @@ class QMFFusion(Fusion):
                                torch.zeros_like(modality_logits[m][:, 0])) for m in self.modalities}
 
     def decide(self, logits: Tensor, modality_logits: Mapping[str, Tensor] | None,
-               present: Mapping[str, Tensor]) -> Decision:
+               present: Mapping[str, Tensor], reliability: Mapping[str, Tensor] | None = None) -> Decision:
         if modality_logits is None:
             raise ValueError("qmf needs per-modality logits from a classification head")
         w = self.weights(modality_logits, present)

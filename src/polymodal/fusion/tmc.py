@@ -91,7 +91,7 @@ class TMCFusion(Fusion):
         return {m: F.softplus(modality_logits[m]) + 1.0 for m in self.modalities}  # each (B, K)
 
     def decide(self, logits: Tensor, modality_logits: Mapping[str, Tensor] | None,
-               present: Mapping[str, Tensor]) -> Decision:
+               present: Mapping[str, Tensor], reliability: Mapping[str, Tensor] | None = None) -> Decision:
         if modality_logits is None:
             raise ValueError("tmc needs per-modality logits from a classification head")
         alphas = self.alphas(modality_logits)
