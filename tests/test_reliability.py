@@ -23,6 +23,7 @@ from polymodal.evaluation.reliability import (
     load_reliability,
     mahalanobis,
     p_value,
+    write_reliability,
 )
 from polymodal.evaluation.shifted import shifted_modality
 from polymodal.predictor import Predictor
@@ -41,6 +42,20 @@ def test_reference_flags_far_points_and_keeps_validation_typical() -> None:
     assert 0.03 <= (mahalanobis(ref, val) > ref.threshold).mean() <= 0.07
     near, far = np.array([[0.1, 0.0, 0.0], [4.0, 4.1, 3.9]]), np.array([[30.0, -30.0, 30.0]])
     assert (p_value(ref, mahalanobis(ref, near)) > 0.5).all() and p_value(ref, mahalanobis(ref, far))[0] == 0.0
+
+
+def test_calibration_round_trips_in_compact_tensors(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    feats = {"wide": rng.normal(size=(300, 256)), "a.b": rng.normal(size=(50, 4))}
+    refs = {m: fit_reference(f, np.arange(len(f)) % 3) for m, f in feats.items()}
+    write_reliability(tmp_path, refs)
+    loaded = load_reliability(tmp_path)
+    assert set(loaded) == set(refs)
+    for m, ref in refs.items():
+        assert np.array_equal(mahalanobis(loaded[m], feats[m]), mahalanobis(ref, feats[m]))
+        assert loaded[m].threshold == ref.threshold
+    # a (256, 256) precision in float32 plus means and distances; as JSON text it took over 1 MB
+    assert (tmp_path / RELIABILITY).stat().st_size < 300_000
 
 
 def test_detection_auroc() -> None:

@@ -11,14 +11,14 @@ to the closest class-conditional Gaussian). A record's modality gets
 - `ood`: distance above the validation distances' `quantile` (0.95 by default: 5% false alarms in distribution).
 This works for every fusion (it reads encoder features only). Fusions with their own per-modality uncertainty
 (tmc: Dirichlet uncertainty mass, qmf: energy, reliable: 1 - its gate weight) add it as `uncertainty`. The
-calibration is stored in the run directory as JSON (`reliability.json`), written at the end of training, and is
+calibration is stored in the run directory as tensors (`reliability.safetensors`; the precision in float32, which
+is what every distance is computed with), written at the end of training, and is
 handed to the fusion (`Fusion.calibrate`) before the weights are saved: the `reliable` fusion gates each
 modality by it at prediction time.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.numpy import load_file, save_file
 from torch import Tensor
 
 from polymodal.data.dataset import MultimodalDataset
@@ -36,7 +37,7 @@ from polymodal.model import MultimodalModel
 from polymodal.output import Output
 from polymodal.processors import Processor
 
-RELIABILITY = "reliability.json"
+RELIABILITY = "reliability.safetensors"
 SHRINKAGE = 0.1
 MIN_RECORDS = 2
 
@@ -50,14 +51,14 @@ class Reference:
     distances: np.ndarray
     threshold: float
 
-    def to_json(self) -> dict[str, Any]:
-        return {"means": self.means.tolist(), "precision": self.precision.tolist(),
-                "distances": self.distances.tolist(), "threshold": self.threshold}
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}.means": self.means, f"{prefix}.precision": self.precision,
+                f"{prefix}.distances": self.distances, f"{prefix}.threshold": np.asarray([self.threshold])}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Reference:
-        return cls(np.asarray(data["means"]), np.asarray(data["precision"]), np.asarray(data["distances"]),
-                   float(data["threshold"]))
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], prefix: str) -> Reference:
+        return cls(arrays[f"{prefix}.means"], arrays[f"{prefix}.precision"], arrays[f"{prefix}.distances"],
+                   float(arrays[f"{prefix}.threshold"][0]))
 
 
 def class_groups(target: np.ndarray | None, n: int) -> np.ndarray:
@@ -76,7 +77,7 @@ def fit_reference(features: np.ndarray, groups: np.ndarray, quantile: float = 0.
     scale = max(float(np.trace(cov)) / cov.shape[0], 1e-12)
     shrink = max(SHRINKAGE, cov.shape[0] / (len(features) + cov.shape[0]))  # more when records are few
     shrunk = (1 - shrink) * cov + shrink * scale * np.eye(cov.shape[0])
-    ref = Reference(means, np.linalg.inv(shrunk), np.zeros(0), 0.0)
+    ref = Reference(means, np.linalg.inv(shrunk).astype(np.float32), np.zeros(0), 0.0)  # float32: as stored
     ref.distances = np.sort(mahalanobis(ref, features))
     ref.threshold = float(np.quantile(ref.distances, quantile))
     return ref
@@ -127,12 +128,14 @@ def fusion_calibration(refs: Mapping[str, Reference], out: Output, target: Tenso
 
 
 def write_reliability(run_dir: Path, refs: Mapping[str, Reference]) -> None:
-    (run_dir / RELIABILITY).write_text(json.dumps({m: r.to_json() for m, r in refs.items()}))
+    """`reliability.safetensors`: each modality's arrays under `<modality>.<name>`."""
+    arrays = {k: np.ascontiguousarray(v) for m, r in refs.items() for k, v in r.arrays(m).items()}
+    save_file(arrays, str(run_dir / RELIABILITY))
 
 
 def calibrate_run(run_dir: Path, model: MultimodalModel, processors: Mapping[str, Processor],
                   dataset: MultimodalDataset, task: str) -> None:
-    """Write the run's `reliability.json` from its validation dataset and calibrate the model's fusion on it
+    """Write the run's `reliability.safetensors` from its validation dataset and calibrate the model's fusion on it
     (before its weights are saved: a fusion may keep calibration buffers); not for generation, nor without
     records."""
     if task == "generation" or not len(dataset):
@@ -144,14 +147,15 @@ def calibrate_run(run_dir: Path, model: MultimodalModel, processors: Mapping[str
 
 
 def load_reliability(run_dir: Path, required: bool = True) -> dict[str, Reference]:
-    """The run's calibration by modality; without `reliability.json`, an error (or {} if not `required`)."""
+    """The run's calibration by modality; without `reliability.safetensors`, an error (or {} if not `required`)."""
     path = run_dir / RELIABILITY
     if not path.is_file() and not required:
         return {}
     if not path.is_file():
         raise FileNotFoundError(f"{str(run_dir)!r} has no {RELIABILITY} (runs trained before reliability existed); "
                                 "train the run again to get per-modality reliability")
-    return {m: Reference.from_json(r) for m, r in json.loads(path.read_text()).items()}
+    arrays = load_file(str(path))
+    return {m: Reference.from_arrays(arrays, m) for m in sorted({k.rsplit(".", 1)[0] for k in arrays})}
 
 
 def modality_reliability(refs: Mapping[str, Reference], out: Output, present: Mapping[str, np.ndarray]

@@ -224,7 +224,7 @@ def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback]
     if isinstance(prep.task, Multilabel):  # per-label thresholds tuned on validation (saved with the task)
         tune_thresholds(model.cpu(), prep.task, prep.processors, data["val"])
         save_pipeline(work, config, prep.processors, prep.task)
-    calibrate_run(work, model, prep.processors, data["val"], config.target.task)  # reliability.json; fusion's gates
+    calibrate_run(work, model, prep.processors, data["val"], config.target.task)  # reliability.safetensors; fusion's gates
     save_weights(work, model)
     metrics = evaluate_splits(model, prep, data)
     write_json(work / METRICS, {"params": count_parameters(model), "train_seconds": seconds,
