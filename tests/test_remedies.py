@@ -100,3 +100,21 @@ def test_a_resumed_grad_blend_run_goes_on_blending_alike(data_dir: Path, tmp_pat
         return log.iloc[-1].tolist()
 
     assert last_weights("resumed") == last_weights("straight") != [0.25] * 4
+
+
+def test_a_checkpoint_from_before_remedies_keeps_its_blending_weights() -> None:
+    """Checkpoints written before remedies became strategies hold grad_blend's buffers as `imbalance.blend*`."""
+    from types import SimpleNamespace
+
+    from polymodal.training.module import PolymodalModule
+
+    imbalance = Imbalance(mlp_model(), multiclass(), ImbalanceConfig(method="grad_blend", blend_window=1))
+    own = {k: v for k, v in imbalance.state_dict(prefix="imbalance.").items() if k.startswith("imbalance.remedy.")}
+    assert own
+    old = {"imbalance." + k.removeprefix("imbalance.remedy."): v + 0.25 for k, v in own.items()}
+    checkpoint = {"state_dict": {**old, "imbalance.gone": torch.zeros(1)}}
+    PolymodalModule.on_load_checkpoint(SimpleNamespace(imbalance=imbalance), checkpoint)  # type: ignore[arg-type]
+    state = checkpoint["state_dict"]
+    assert "imbalance.gone" not in state and not set(old) & set(state)
+    for key, value in own.items():
+        torch.testing.assert_close(state[key], value + 0.25, equal_nan=True)

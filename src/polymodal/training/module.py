@@ -194,7 +194,10 @@ class PolymodalModule(pl.LightningModule):
         state = checkpoint["state_dict"]
         own = self.imbalance.state_dict(prefix="imbalance.")
         for key in [k for k in state if k.startswith("imbalance.") and k not in own]:
-            del state[key]
+            moved = "imbalance.remedy." + key.removeprefix("imbalance.")  # a remedy's state before remedies/
+            value = state.pop(key)
+            if moved in own and moved not in state:
+                state[moved] = value
         for key, value in own.items():
             state.setdefault(key, value)
 
