@@ -13,7 +13,10 @@ from pathlib import Path
 
 from polymodal.cli_fields import add_fields, from_args
 from polymodal.config import ConfigError
-from polymodal.serve.settings import ServeSettings
+from polymodal.options import (CompareOptions, EvaluateOptions, ExportOptions, FitOptions, PredictOptions,
+                               QuickstartOptions, ReportOptions, RobustnessOptions, TrainOptions, TuneOptions,
+                               ValidateOptions)
+from polymodal.serve.settings import DEFAULT_PORT, ServeSettings
 
 
 def _quiet_lightning() -> None:
@@ -32,10 +35,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from polymodal.factory import load_config
     from polymodal.training.fit import train
 
+    options = from_args(TrainOptions, args)
     config = load_config(args.config)
-    if args.out:
-        config = config.model_copy(update={"output_dir": args.out})
-    result = train(config, resume=args.resume, overwrite=args.overwrite, report=not args.no_report)
+    if options.out:
+        config = config.model_copy(update={"output_dir": options.out})
+    result = train(config, resume=options.resume, overwrite=options.overwrite, report=options.report)
     threads, why = args.threads
     print(f"run directory: {result.run_dir}  (torch threads: {threads}, {why})")
     for split, metrics in result.metrics.items():
@@ -46,9 +50,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from polymodal.predictor import Predictor
 
+    data = from_args(EvaluateOptions, args).data
     predictor = Predictor.load(args.run_dir)
-    if args.data:
-        metrics, name = predictor.evaluate(args.data), Path(args.data).stem
+    if data:
+        metrics, name = predictor.evaluate(data), Path(data).stem
     else:
         metrics, name = predictor.evaluate(*_run_split(predictor.run.config, "test")), "test"
     out = Path(args.run_dir) / f"eval_{name}.json"
@@ -72,26 +77,27 @@ def _run_split(config, split: str):  # type: ignore[no-untyped-def]
 def cmd_predict(args: argparse.Namespace) -> int:
     from polymodal.predictor import Predictor
 
+    options = from_args(PredictOptions, args)
     predictor = Predictor.load(args.run_dir)
-    frame = predictor.predict_frame(args.data, with_reliability=predictor.has_reliability)
-    ids = _id_column(args.data)
+    frame = predictor.predict_frame(options.data, with_reliability=predictor.has_reliability)
+    ids = _id_column(options.data)
     if ids is None:
-        frame.to_csv(args.out, index_label="row")
+        frame.to_csv(options.out, index_label="row")
     else:
         frame.insert(0, str(ids.name), ids.to_numpy())
-        frame.to_csv(args.out, index=False)
+        frame.to_csv(options.out, index=False)
     flagged = int(frame["no_input"].sum())
     note = f" ({flagged} record(s) with every modality empty: column no_input)" if flagged else ""
-    print(f"{len(frame)} predictions written to {args.out}{note}")
+    print(f"{len(frame)} predictions written to {options.out}{note}")
     return 0
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from polymodal.apps.fit import fit_table
 
-    ignore = [c.strip() for c in (args.ignore or "").split(",") if c.strip()]
-    fit_table(args.data, args.target, split_column=args.split_column, ignore=ignore, time_limit=args.time_limit,
-              preset=args.preset, out=args.out)
+    o = from_args(FitOptions, args)
+    fit_table(args.data, o.target, split_column=o.split_column, ignore=o.ignore, time_limit=o.time_limit,
+              preset=o.preset, out=o.out, seed=o.seed)
     return 0
 
 
@@ -128,7 +134,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from polymodal.factory import load_config
 
     report = validate(load_config(args.config))
-    shown = report.problems if args.all else report.fatal
+    shown = report.problems if from_args(ValidateOptions, args).all else report.fatal
     for problem in shown:
         print(("ERROR " if problem.fatal else "warn  ") + str(problem))
     print(report.summary())
@@ -138,8 +144,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from polymodal.export import export_run
 
-    result = export_run(args.run_dir, args.format, out=args.out, opset=args.opset, exporter=args.exporter,
-                        fallback=args.fallback)
+    o = from_args(ExportOptions, args)
+    result = export_run(args.run_dir, o.format, out=o.out, opset=o.opset, exporter=o.exporter, fallback=o.fallback)
     if result.note:
         print(f"note: {result.note}", file=sys.stderr)
     print(f"exported {result.format} ({result.exporter}; max difference to PyTorch {result.max_abs_diff:.2g}): "
@@ -180,7 +186,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from polymodal.apps.quickstart import quickstart
 
-    quickstart(Path(args.out), epochs=args.epochs, seed=args.seed, variant=args.variant)
+    o = from_args(QuickstartOptions, args)
+    quickstart(o.out, epochs=o.epochs, seed=o.seed, variant=o.variant, report=o.report)
     return 0
 
 
@@ -190,13 +197,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from polymodal.fusion import FUSIONS
     from polymodal.tasks import build_task
 
+    o = from_args(CompareOptions, args)
     config = load_config(args.config)
-    fusions = FUSIONS.names() if args.fusions == "all" else [f.strip() for f in args.fusions.split(",") if f.strip()]
+    fusions = FUSIONS.names() if o.fusions == "all" else [f.strip() for f in o.fusions.split(",") if f.strip()]
     for name in fusions:
         FUSIONS.get(name)
-    out = Path(args.out or f"runs/compare_{config.name}")
-    summary = compare(config, fusions, args.seeds, out, unimodal=not args.no_unimodal)
-    print(format_summary(summary, build_task(config.target).monitor, args.seeds))
+    out = Path(o.out or f"runs/compare_{config.name}")
+    summary = compare(config, fusions, o.seeds, out, unimodal=o.unimodal)
+    print(format_summary(summary, build_task(config.target).monitor, o.seeds))
     print(f"written: {out / 'summary.csv'}, {out / 'comparison.csv'}, {out / 'comparison.png'}")
     return 0
 
@@ -204,7 +212,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from polymodal.evaluation.report import write_report
 
-    path = write_report(args.run_dir, robustness=args.robustness)
+    path = write_report(args.run_dir, robustness=from_args(ReportOptions, args).robustness)
     print(f"written: {path} and {path.with_suffix('.md')}")
     return 0
 
@@ -214,8 +222,9 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     from polymodal.evaluation.robustness import run_robustness
     from polymodal.evaluation.shifted import run_shifted
 
-    shifted = run_shifted(args.run_dir, data=args.data, baseline=args.baseline, held_out=args.held_out)
-    _, summary = run_robustness(args.run_dir, data=args.data, baseline=args.baseline)
+    o = from_args(RobustnessOptions, args)
+    shifted = run_shifted(args.run_dir, data=o.data, baseline=o.baseline, held_out=o.held_out)
+    _, summary = run_robustness(args.run_dir, data=o.data, baseline=o.baseline)
     print(summary.round(4).to_string(index=False))
     print("shifted modality:\n" + shifted.round(4).to_string(index=False))
     write_report(args.run_dir)
@@ -228,9 +237,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from polymodal.apps.tune import tune
     from polymodal.factory import load_config
 
-    config = load_config(args.config)
-    result = tune(config, args.trials, out=Path(args.out) if args.out else None, storage=args.storage,
-                  study_name=args.study, timeout=args.timeout)
+    o = from_args(TuneOptions, args)
+    result = tune(load_config(args.config), o.trials, out=o.out, storage=o.storage, study_name=o.study_name,
+                  timeout=o.timeout)
     print(f"study {result.study_name!r} ({result.storage}): {result.n_trials} trials; best value "
           f"{result.best_value:.4f} with " + ", ".join(f"{k}={v}" for k, v in result.best_params.items()))
     print(f"written: {result.best_config}, {result.trials_csv}")
@@ -243,91 +252,63 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("quickstart", help="train unimodal baselines and fusions on AV-Digits, print a table")
-    p.add_argument("--out", default="runs/quickstart")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--variant", default="mnist", choices=["mnist", "fashion"])
+    add_fields(p, QuickstartOptions)  # each command's options: its dataclass's fields, types, defaults and help
     p.set_defaults(func=cmd_quickstart)
 
     p = sub.add_parser("fit", help="zero-config: infer modalities, train candidates and an ensemble, keep the best")
     p.add_argument("data", help="a table (csv/parquet/jsonl); file paths in it are relative to its folder")
-    p.add_argument("--target", required=True, help="the column to predict")
-    p.add_argument("--split-column", help="column with train/val/test (default: a seeded stratified split)")
-    p.add_argument("--ignore", help="comma-separated columns to leave out")
-    p.add_argument("--time-limit", type=float, help="seconds; no new candidate starts after that")
-    p.add_argument("--preset", default="best", choices=["fast", "best"])
-    p.add_argument("--out", default="runs/fit", help="output folder (leaderboard.csv, config.yaml, best/)")
+    add_fields(p, FitOptions, skip=["notes"])
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("train", help="train from a YAML config")
     p.add_argument("config")
-    p.add_argument("--out", help="run directory (overrides output_dir)")
-    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    p.add_argument("--no-report", action="store_true", help="skip report.html/report.md (`polymodal report` "
-                   "writes it later)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory (once the new "
-                                                            "run is complete)")
+    add_fields(p, TrainOptions)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("tune", help="hyperparameter search (Optuna) over the config's `tune:` space")
     p.add_argument("config")
-    p.add_argument("--trials", type=int, required=True, help="trials to run now (added to the study's)")
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite file study.db in the output folder)")
-    p.add_argument("--study", help="study name (default: the config's name)")
-    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--out", help="output folder (default runs/tune_<name>)")
+    add_fields(p, TuneOptions)
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("compare", help="train several fusions and the unimodal baselines over seeds; one table")
     p.add_argument("config")
-    p.add_argument("--fusions", default="concat,late", help="comma-separated names, or 'all'")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--out", help="output folder (default runs/compare_<name>)")
-    p.add_argument("--no-unimodal", action="store_true", help="skip the unimodal baselines")
+    add_fields(p, CompareOptions)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("robustness", help="corruption and missing-modality curves of a run; updates its report")
     p.add_argument("run_dir")
-    p.add_argument("--data", help="labelled table (default: the run's test split)")
-    p.add_argument("--baseline", help="a run directory whose curves give the trend for effective robustness")
-    p.add_argument("--held-out", action="append", default=[], metavar="TABLE:MODALITY",
-                   help="labelled table whose MODALITY comes from another domain (repeatable), e.g. human.csv:audio")
+    add_fields(p, RobustnessOptions)
     p.set_defaults(func=cmd_robustness)
 
     p = sub.add_parser("report", help="write RUN_DIR/report.html and report.md")
     p.add_argument("run_dir")
-    p.add_argument("--robustness", action="store_true", help="compute the robustness curves first")
+    add_fields(p, ReportOptions)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("evaluate", help="metrics of a trained run on labelled data")
     p.add_argument("run_dir")
-    p.add_argument("--data", help="table to evaluate on (default: the run's test split)")
+    add_fields(p, EvaluateOptions)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predictions of a trained run for new records")
     p.add_argument("run_dir")
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", default="predictions.csv")
+    add_fields(p, PredictOptions)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("serve", help="HTTP server of a trained run: /predict, /embed, /metadata, a web page at /")
     p.add_argument("run_dir")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default: {DEFAULT_PORT})")
     add_fields(p, ServeSettings)  # every server setting, with its type, default and help
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("validate", help="check the data of a config; exit 1 if training would stop")
     p.add_argument("config")
-    p.add_argument("--all", action="store_true", help="also list warnings (empty fields, skipped records)")
+    add_fields(p, ValidateOptions)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("export", help="export a trained run to ONNX or TorchScript, with a manifest")
     p.add_argument("run_dir")
-    p.add_argument("--format", default="onnx", help="onnx or torchscript")
-    p.add_argument("--out", help="output folder (default RUN_DIR/export_<format>)")
-    p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
-    p.add_argument("--exporter", default="auto", help="ONNX exporter: auto (legacy, then dynamo), dynamo or legacy")
-    p.add_argument("--fallback", action="store_true", help="write TorchScript if ONNX export fails")
+    add_fields(p, ExportOptions)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("list", help="registered encoders, fusions and tasks")

@@ -5,7 +5,10 @@
 
 A field `max_batch: int = field(default=32, metadata={"help": ...})` becomes `--max-batch` with type int, default 32
 and that help; `X | None` takes X or stays None; `tuple[X, ...]` takes one or more values; `Literal[...]` gives
-the choices; `bool` becomes `--name/--no-name`. Light: no torch, so that `polymodal --help` stays fast.
+the choices; `bool` becomes `--name/--no-name`; `Path` is taken as given; a field without a default is required.
+Field metadata for the command line: `flag` (a name other than the field's), `sep` (a tuple field given as one
+value split at this separator), `repeat` (a tuple field given as the flag once per value), `metavar`.
+Light: no torch, so that `polymodal --help` stays fast.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import argparse
 import dataclasses
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -22,6 +26,12 @@ T = TypeVar("T")
 
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def _split(sep: str) -> Callable[[str], tuple[str, ...]]:
+    def parse(value: str) -> tuple[str, ...]:
+        return tuple(part.strip() for part in value.split(sep) if part.strip())
+    return parse
 
 
 def _strip_optional(hint: Any) -> Any:
@@ -35,18 +45,28 @@ def _strip_optional(hint: Any) -> Any:
 
 def argument(field: dataclasses.Field[Any], hint: Any) -> dict[str, Any]:
     """argparse keyword arguments for one dataclass field."""
-    help_text = field.metadata.get("help", "")
+    meta = field.metadata
+    help_text = meta.get("help", "")
     default = field.default
     kind = _strip_optional(hint)
-    shown = f" (default: {default})" if default is not None and "default:" not in help_text else ""
-    out: dict[str, Any] = {"default": default, "help": help_text + shown}
+    if default is dataclasses.MISSING:
+        out: dict[str, Any] = {"required": True, "help": help_text}
+    else:
+        shown = f" (default: {default})" if default not in (None, ()) and "default:" not in help_text else ""
+        out = {"default": default, "help": help_text + shown}
+    if "metavar" in meta:
+        out["metavar"] = meta["metavar"]
     if kind is bool:
         return {**out, "action": argparse.BooleanOptionalAction}
     if typing.get_origin(kind) is typing.Literal:
         return {**out, "choices": list(typing.get_args(kind)), "type": type(typing.get_args(kind)[0])}
+    if typing.get_origin(kind) is tuple and "sep" in meta:
+        return {**out, "type": _split(meta["sep"])}
+    if typing.get_origin(kind) is tuple and meta.get("repeat"):  # argparse appends to a copy of the default
+        return {**out, "action": "append", "default": list(default), "type": typing.get_args(kind)[0]}
     if typing.get_origin(kind) is tuple:
         return {**out, "nargs": "+", "type": typing.get_args(kind)[0]}
-    if kind in (int, float, str):
+    if kind in (int, float, str, Path):
         return {**out, "type": kind}
     raise TypeError(f"field {field.name!r}: no command-line form for type {hint!r}")
 
@@ -56,7 +76,7 @@ def add_fields(parser: argparse.ArgumentParser, settings: type, skip: Iterable[s
     hints = typing.get_type_hints(settings)
     for f in dataclasses.fields(settings):
         if f.name not in skip:
-            parser.add_argument(flag(f.name), dest=f.name, **argument(f, hints[f.name]))
+            parser.add_argument(flag(f.metadata.get("flag", f.name)), dest=f.name, **argument(f, hints[f.name]))
 
 
 def from_args(settings: type[T], args: argparse.Namespace, **overrides: Any) -> T:

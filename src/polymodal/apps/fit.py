@@ -19,9 +19,9 @@ import math
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,24 +39,12 @@ from polymodal.data.splits import Table, ensure_val, label_field, split_frame, t
 from polymodal.ensemble.model import from_probability, to_probability
 from polymodal.ensemble.rundir import save_ensemble
 from polymodal.rundir import write_manifest
+from polymodal.options import FitOptions, Preset
 from polymodal.output import Output
 from polymodal.tasks import Multilabel, Task, build_task
 
 log = logging.getLogger(__name__)
-Preset = Literal["fast", "best"]
 IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-
-
-@dataclass
-class FitOptions:
-    target: str
-    split_column: str | None = None
-    ignore: Sequence[str] = ()
-    time_limit: float | None = None
-    preset: Preset = "best"
-    out: Path = Path("runs/fit")
-    seed: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def warn(options: FitOptions, message: str) -> None:
@@ -464,9 +452,10 @@ def write_best(best_dir: Path, done: list[Scored], weights: dict[str, float], ta
     (best_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
 
-def fit_table(data: pd.DataFrame | str | Path, target: str, split_column: str | None = None,
-              ignore: Sequence[str] = (), time_limit: float | None = None, preset: Preset = "best",
-              out: str | Path = "runs/fit", seed: int = 0) -> Any:
+def fit_table(data: pd.DataFrame | str | Path, target: str, split_column: str | None = FitOptions.split_column,
+              ignore: Sequence[str] = FitOptions.ignore, time_limit: float | None = FitOptions.time_limit,
+              preset: Preset = FitOptions.preset, out: str | Path = FitOptions.out, seed: int = FitOptions.seed
+              ) -> Any:
     """Zero-config fit of a table's `target` column; returns a `Predictor` of the chosen model (`OUT/best`)."""
     from polymodal.predictor import Predictor
 

@@ -10,13 +10,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from polymodal.serve.settings import ServeSettings
+from polymodal.serve.settings import DEFAULT_PORT, ServeSettings
 
 if TYPE_CHECKING:
     from polymodal.serve.app import create_app
 
 
-def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
+def serve(run_dir: str | Path, host: str = ServeSettings.host, port: int = DEFAULT_PORT,
           settings: ServeSettings | None = None) -> None:
     """Serve a run directory until interrupted (uvicorn; `settings.workers` processes share the port); `host` is
     the address bound (a non-loopback one needs `settings.api_key`)."""

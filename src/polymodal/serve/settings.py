@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from polymodal.serve.limits import DecodeLimits
 
 
+DEFAULT_PORT = 8000  # `serve`'s and `polymodal serve --port`'s
+
+
 def _opt(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help}, **extra)
 
