@@ -7,8 +7,9 @@ import multiprocessing as mp
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
-from polymodal.datasets.staging import publish, staging_dir
+from polymodal.datasets.staging import materialize, publish, staging_dir
 
 
 def _complete_copy(folder: Path, rows: int) -> Path:
@@ -51,3 +52,33 @@ def test_concurrent_materializations_give_one_complete_copy(tmp_path: Path) -> N
         missing = pool.map(_materialize, [root, root])
     assert missing == [0, 0]
     assert [p.name for p in tmp_path.iterdir()] == ["emoji"]  # no staging folder left behind
+
+
+def test_materialize_writes_once_and_reuses_the_complete_copy(tmp_path: Path) -> None:
+    root, calls = tmp_path / "data", []
+
+    def write(folder: Path) -> None:
+        calls.append(folder)
+        _complete_copy(folder / "part", 1)
+        pd.DataFrame({"id": [1]}).to_csv(folder / "records.csv", index=False)
+
+    assert materialize(root, write) == root and materialize(root, write) == root
+    assert len(calls) == 1 and calls[0] != root and (root / "part" / "records.csv").is_file()
+
+
+def test_a_failed_write_leaves_no_staging_folder(tmp_path: Path) -> None:
+    def write(folder: Path) -> None:
+        (folder / "images").mkdir()
+        raise ValueError("bad record")
+
+    with pytest.raises(ValueError, match="bad record"):
+        materialize(tmp_path / "data", write)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_materialize_checks_for_the_named_table(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / "records.csv").parent.mkdir()
+    (root / "records.csv").write_text("id\n")  # not the table this dataset completes with
+    materialize(root, lambda folder: (folder / "records.parquet").write_text("x"), "records.parquet")
+    assert (root / "records.parquet").is_file() and not (root / "records.csv").exists()

@@ -25,7 +25,7 @@ import pandas as pd
 import soundfile as sf
 from PIL import Image
 
-from polymodal.datasets.staging import cache_dir, load_packaged, publish, staging_dir
+from polymodal.datasets.staging import dataset_root, load_packaged, materialize
 
 VERSION = 1
 
@@ -62,15 +62,16 @@ def materialize_av_digits(root: Path | None = None, variant: str = "mnist", seed
     Reuses an existing complete copy. `variant` is "mnist" or "fashion" (Fashion-MNIST images, harder).
     """
     src = load_source()
-    root = root or cache_dir() / (f"av_digits_v{VERSION}_{str(src['checksum'])[:8]}_{variant}_s{seed}"
-                                  f"{degradation.tag()}")
-    if (root / "records.csv").is_file():
-        return root
+    key = f"{str(src['checksum'])[:8]}_{variant}_s{seed}{degradation.tag()}"
+    return materialize(root or dataset_root("av_digits", VERSION, key),
+                       lambda tmp: _write_dataset(tmp, src, variant, seed, degradation))
+
+
+def _write_dataset(tmp: Path, src: dict[str, np.ndarray], variant: str, seed: int, degradation: Degradation) -> None:
     prefix = {"mnist": "", "fashion": "fashion_"}.get(variant)
     if prefix is None or f"{prefix}images" not in src:
         raise ValueError(f"unknown AV-Digits variant {variant!r}; allowed: mnist, fashion")
-    tmp = staging_dir(root)
-    (tmp / "images").mkdir(parents=True)
+    (tmp / "images").mkdir()
     (tmp / "audio").mkdir()
     rng = np.random.default_rng(seed)
     images, labels = src[f"{prefix}images"], src[f"{prefix}image_labels" if not prefix else f"{prefix}labels"]
@@ -83,7 +84,6 @@ def materialize_av_digits(root: Path | None = None, variant: str = "mnist", seed
     internal = ["image_index", "clip"]
     records.drop(columns=internal).to_csv(tmp / "records.csv", index=False)
     human.drop(columns=internal).assign(split="test").to_csv(tmp / "human.csv", index=False)
-    return publish(tmp, root)
 
 
 def _stratified_split(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

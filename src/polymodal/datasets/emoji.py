@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from polymodal.datasets.staging import cache_dir, load_packaged, publish, staging_dir
+from polymodal.datasets.staging import dataset_root, load_packaged, materialize
 
 VERSION = 1
 LANGUAGES = ("en", "de", "fr", "es")
@@ -41,16 +41,16 @@ def materialize_emoji(root: Path | None = None, seed: int = 0, data_dir: Path | 
     Reuses an existing complete copy. `seed` draws the train/val/test split.
     """
     src = load_emoji_source(data_dir)
-    root = root or cache_dir() / f"emoji_v{VERSION}_{str(src['checksum'])[:8]}_s{seed}"
-    if (root / "records.csv").is_file():
-        return root
-    tmp = staging_dir(root)
-    (tmp / "images").mkdir(parents=True)
+    return materialize(root or dataset_root("emoji", VERSION, f"{str(src['checksum'])[:8]}_s{seed}"),
+                       lambda tmp: _write_dataset(tmp, src, seed))
+
+
+def _write_dataset(tmp: Path, src: dict[str, np.ndarray], seed: int) -> None:
+    (tmp / "images").mkdir()
     frame = emoji_frame(src, seed)
     for image, path in zip(src["images"], frame["image"]):
         Image.fromarray(image).save(tmp / path)
     frame.to_csv(tmp / "records.csv", index=False)
-    return publish(tmp, root)
 
 
 def emoji_frame(src: dict[str, np.ndarray], seed: int = 0) -> pd.DataFrame:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from polymodal.datasets.staging import cache_dir, load_packaged, publish, staging_dir
+from polymodal.datasets.staging import dataset_root, load_packaged, materialize
 
 VERSION = 1
 
@@ -35,18 +35,18 @@ def materialize_sentiment(root: Path | None = None, seed: int = 0) -> Path:
     Reuses an existing complete copy.
     """
     src = load_source()
-    root = root or cache_dir() / f"sentiment_v{VERSION}_{str(src['checksum'])[:8]}_s{seed}"
-    if (root / "records.csv").is_file():
-        return root
-    tmp = staging_dir(root)
-    (tmp / "audio").mkdir(parents=True)
+    return materialize(root or dataset_root("sentiment", VERSION, f"{str(src['checksum'])[:8]}_s{seed}"),
+                       lambda tmp: _write_dataset(tmp, src, seed))
+
+
+def _write_dataset(tmp: Path, src: dict[str, np.ndarray], seed: int) -> None:
+    (tmp / "audio").mkdir()
     frame = records(src, speaker_split(len(src["speakers"]), np.random.default_rng(seed)))
     rate, opus, offsets = int(src["sample_rate"]), src["opus"], src["offsets"]
     for i, path in enumerate(frame["audio"]):
         wave, _ = sf.read(io.BytesIO(opus[offsets[i]: offsets[i + 1]].tobytes()), dtype="float32")
         sf.write(tmp / path, wave, rate, subtype="PCM_16")
     frame.to_csv(tmp / "records.csv", index=False)
-    return publish(tmp, root)
 
 
 def speaker_split(n_speakers: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,8 +1,9 @@
 """What the built-in datasets share: where they are written, their packaged sources (checked against the shipped
 checksum), and writing a dataset's folder so that a reader never sees half of it, even with several processes.
 
-Each process writes into a staging folder of its own beside the final one and moves it into place when it is
-complete. A process that finishes second keeps the copy already there: removing it could pull files from under
+`materialize` is the one way a built-in dataset reaches its folder: a dataset module gives only its name, version,
+the key that tells its variants apart and a function that writes the files into a given folder. Each process
+writes into a staging folder of its own beside the final one and moves it into place when it is complete. A process that finishes second keeps the copy already there: removing it could pull files from under
 a reader of the first.
 """
 
@@ -13,6 +14,7 @@ import io
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
@@ -56,3 +58,23 @@ def publish(tmp: Path, root: Path, complete: str = "records.csv") -> Path:
             raise
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def dataset_root(name: str, version: int, key: str) -> Path:
+    """The default folder of a built-in dataset: `<cache>/<name>_v<version>_<key>`."""
+    return cache_dir() / f"{name}_v{version}_{key}"
+
+
+def materialize(root: Path, write: Callable[[Path], None], complete: str = "records.csv") -> Path:
+    """`root` as it is if it holds a complete copy (one with `complete`); else `write(folder)` fills a fresh staging
+    folder (already created), which is then published as `root`. A failed write leaves no staging folder behind."""
+    if (root / complete).is_file():
+        return root
+    tmp = staging_dir(root)
+    tmp.mkdir(parents=True)
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return publish(tmp, root, complete)

@@ -49,11 +49,12 @@ from typing import Literal, get_args
 import numpy as np
 import pandas as pd
 
-from polymodal.datasets.staging import cache_dir
+from polymodal.datasets.staging import dataset_root, materialize
 
 Regime = Literal["redundancy", "uniqueness", "synergy"]
 REGIMES: tuple[str, ...] = get_args(Regime)
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
+TABLE = "records.parquet"
 
 
 VERSION = 1  # bump when the generator changes, so cached tables are rebuilt
@@ -75,18 +76,10 @@ def make_interactions(regime: Regime, n: int = 6000, n_modalities: int = 2, dim:
 def materialize_interactions(root: Path | None = None, regime: Regime = "synergy", seed: int = 0) -> Path:
     """Write `make_interactions(regime, seed=seed)` as `records.parquet` under `root`; return the folder.
 
-    Reuses an existing table. The default folder is `<cache>/interactions_<regime>_s<seed>`.
+    Reuses an existing table. The default folder is `<cache>/interactions_v<VERSION>_<regime>_s<seed>`.
     """
-    root = root or cache_dir() / f"interactions_v{VERSION}_{regime}_s{seed}"
-    table = root / "records.parquet"
-    if table.is_file():
-        return root
-    frame = make_interactions(regime, seed=seed)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / ".records.parquet.tmp"
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(table)
-    return root
+    return materialize(root or dataset_root("interactions", VERSION, f"{regime}_s{seed}"),
+                       lambda tmp: make_interactions(regime, seed=seed).to_parquet(tmp / TABLE, index=False), TABLE)
 
 
 def draw_bits(regime: Regime, split: np.ndarray, n_modalities: int, rng: np.random.Generator) -> np.ndarray:

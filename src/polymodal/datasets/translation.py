@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from polymodal.datasets.emoji import materialize_emoji
-from polymodal.datasets.staging import cache_dir, publish, staging_dir
+from polymodal.datasets.staging import dataset_root, materialize
 
 VERSION = 2
 MASK = "___"
@@ -74,12 +74,11 @@ def materialize_emoji_translation(root: Path | None = None, seed: int = 0) -> Pa
     """Write `records.csv` under `root` (default: the POLYMODAL_DATA cache); the images are the emoji dataset's
     (referenced by relative path, not copied). Reuses an existing copy."""
     emoji_root = materialize_emoji(seed=seed)
-    root = root or cache_dir() / f"translation_v{VERSION}_{emoji_root.name}"
-    if (root / "records.csv").is_file():
-        return root
-    tmp = staging_dir(root)
-    tmp.mkdir(parents=True)
+    root = root or dataset_root("translation", VERSION, emoji_root.name)
     prefix = Path(os.path.relpath(emoji_root, root)).as_posix() + "/"
-    frame = translation_frame(pd.read_csv(emoji_root / "records.csv", keep_default_na=False), prefix, seed)
+    return materialize(root, lambda tmp: _write_dataset(tmp, emoji_root, prefix, seed))
+
+
+def _write_dataset(tmp: Path, emoji_root: Path, image_prefix: str, seed: int) -> None:
+    frame = translation_frame(pd.read_csv(emoji_root / "records.csv", keep_default_na=False), image_prefix, seed)
     frame.to_csv(tmp / "records.csv", index=False)
-    return publish(tmp, root)

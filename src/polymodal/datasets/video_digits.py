@@ -28,7 +28,7 @@ import pandas as pd
 from PIL import Image
 
 from polymodal.datasets.av_digits import _stratified_split, _voice_split, load_source
-from polymodal.datasets.staging import cache_dir, publish, staging_dir
+from polymodal.datasets.staging import dataset_root, materialize
 
 VERSION = 1
 FRAMES, FPS, SIZE, DIGIT = 16, 16, 32, 16
@@ -43,12 +43,13 @@ def materialize_video_digits(root: Path | None = None, counts: tuple[int, int, i
     Reuses an existing complete copy.
     """
     src = load_source()
-    tag = "_".join(map(str, counts))
-    root = root or cache_dir() / f"video_digits_v{VERSION}_{str(src['checksum'])[:8]}_{tag}_s{seed}"
-    if (root / "records.csv").is_file():
-        return root
-    tmp = staging_dir(root)
-    (tmp / "videos").mkdir(parents=True)
+    key = f"{str(src['checksum'])[:8]}_{'_'.join(map(str, counts))}_s{seed}"
+    return materialize(root or dataset_root("video_digits", VERSION, key),
+                       lambda tmp: _write_dataset(tmp, src, counts, seed))
+
+
+def _write_dataset(tmp: Path, src: dict[str, np.ndarray], counts: tuple[int, int, int], seed: int) -> None:
+    (tmp / "videos").mkdir()
     rng = np.random.default_rng(seed)
     frame = _records(src, counts, rng)
     digits = _small_digits(src["images"])
@@ -57,7 +58,6 @@ def materialize_video_digits(root: Path | None = None, counts: tuple[int, int, i
         wave = _spoken(src, rec.clip, rng)
         write_clip(tmp / rec.video, frames, FPS, wave, int(src["sample_rate"]))
     frame.drop(columns=["image_index", "clip"]).to_csv(tmp / "records.csv", index=False)
-    return publish(tmp, root)
 
 
 def _records(src: dict[str, np.ndarray], counts: tuple[int, int, int], rng: np.random.Generator) -> pd.DataFrame:

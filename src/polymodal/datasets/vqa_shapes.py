@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from polymodal.datasets.staging import cache_dir, publish, staging_dir
+from polymodal.datasets.staging import dataset_root, materialize
 
 VERSION = 1
 SIZE = 64
@@ -122,11 +122,12 @@ def materialize_vqa_shapes(root: Path | None = None, seed: int = 0,
     `scenes`: the number of scenes in train, val and test (each gets `QUESTIONS_PER_IMAGE` questions).
     """
     tag = "" if scenes == SCENES else "_" + "-".join(map(str, scenes))
-    root = root or cache_dir() / f"vqa_shapes_v{VERSION}_s{seed}{tag}"
-    if (root / "records.csv").is_file():
-        return root
-    tmp = staging_dir(root)
-    (tmp / "images").mkdir(parents=True)
+    return materialize(root or dataset_root("vqa_shapes", VERSION, f"s{seed}{tag}"),
+                       lambda tmp: _write_dataset(tmp, seed, scenes))
+
+
+def _write_dataset(tmp: Path, seed: int, scenes: tuple[int, int, int]) -> None:
+    (tmp / "images").mkdir()
     rng = np.random.default_rng(seed)
     rows: list[dict[str, str]] = []
     count = 0
@@ -138,7 +139,6 @@ def materialize_vqa_shapes(root: Path | None = None, seed: int = 0,
     frame = pd.DataFrame(rows)
     frame.insert(0, "id", [f"q{k:06d}" for k in range(len(frame))])
     frame.to_csv(tmp / "records.csv", index=False)
-    return publish(tmp, root)
 
 
 def _scene_rows(root: Path, image_id: str, split: str, seen: dict[str, Counter[str]],
