@@ -180,7 +180,7 @@ def test_cli_full_disk_is_one_message_and_debug_shows_the_traceback(
     def full(*args: Any, **kwargs: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("polymodal.rundir.save_file", full)
+    monkeypatch.setattr("polymodal.encoders.pretrained.reference.save_file", full)
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(make_config(folder, tmp_path / "run", ["title"], epochs=1)
                                   | {"data": {"source": str(folder / "data.csv")}}))
