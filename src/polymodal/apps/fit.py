@@ -38,6 +38,7 @@ from polymodal.data.sources import load_splits, read_table
 from polymodal.data.splits import Table, ensure_val, label_field, split_frame, table_root
 from polymodal.ensemble.model import from_probability, to_probability
 from polymodal.ensemble.rundir import save_ensemble
+from polymodal.metrics import accuracy, f1_score
 from polymodal.rundir import write_manifest
 from polymodal.options import FitOptions, Preset
 from polymodal.output import Output
@@ -222,7 +223,8 @@ class Scorer:
             return -float((logits.float() - target.float().reshape(logits.shape)).pow(2).mean().sqrt())
         if self.task.name == "multilabel":
             return sum(micro_macro_f1(logits > 0, target > 0)) / 2
-        return sum(accuracy_macro_f1(self.task.class_index(logits), target, self.task.num_outputs)) / 2
+        predicted, k = self.task.class_index(logits), max(self.task.num_outputs, 2)
+        return float(accuracy(predicted, target) + f1_score(predicted, target, k)) / 2
 
 
 def micro_macro_f1(predicted: Tensor, target: Tensor) -> tuple[float, float]:
@@ -231,17 +233,6 @@ def micro_macro_f1(predicted: Tensor, target: Tensor) -> tuple[float, float]:
     support = (predicted.sum(0) + target.sum(0)).float()  # (L,) 2TP + FP + FN
     micro = float(2 * hit.sum() / support.sum()) if support.sum() > 0 else 0.0
     return micro, float((2 * hit[support > 0] / support[support > 0]).mean()) if (support > 0).any() else 0.0
-
-
-def accuracy_macro_f1(predicted: Tensor, target: Tensor, num_outputs: int) -> tuple[float, float]:
-    """Accuracy and macro-F1 as torchmetrics computes them (classes neither predicted nor present are left out
-    of the mean), without its per-call overhead: selection scores thousands of bootstrap samples."""
-    k = max(num_outputs, 2)
-    predicted, target = predicted.long(), target.long()
-    hit = torch.bincount(target[predicted == target], minlength=k)  # (K,) true positives
-    support = torch.bincount(predicted, minlength=k) + torch.bincount(target, minlength=k)  # (K,) 2TP + FP + FN
-    f1 = 2 * hit[support > 0] / support[support > 0]
-    return float((predicted == target).float().mean()), float(f1.mean()) if len(f1) else 0.0
 
 
 @dataclass

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from polymodal.errors import RecordError
+from polymodal.metrics import accuracy, auroc, confusion_matrix, f1_score
 from polymodal.tasks.base import TASKS, SingleLabel
 
 if TYPE_CHECKING:
@@ -47,18 +48,15 @@ class Binary(SingleLabel):
 
     def metrics(self, logits: Tensor, target: Tensor,
                 embeddings: Mapping[str, Tensor] | None = None) -> dict[str, float]:
-        import torchmetrics.functional as M  # on use: it imports much of the ML stack
-
-        p = torch.sigmoid(logits[:, 0].float())
+        p = torch.sigmoid(logits[:, 0].float())  # (N,)
+        decided = (p > 0.5).long()  # (N,)
         return {
-            "accuracy": M.accuracy(p, target, task="binary").item(),
-            "macro_f1": M.f1_score(torch.stack([1 - p, p], 1), target, task="multiclass", num_classes=2,
-                                   average="macro").item(),
-            "auroc": M.auroc(p, target, task="binary").item(),
+            "accuracy": accuracy(decided, target).item(),
+            "macro_f1": f1_score(decided, target, 2, average="macro").item(),
+            "auroc": auroc(p, target.bool()).item(),
         }
 
     def confusion(self, logits: Tensor, target: Tensor) -> np.ndarray:
-        import torchmetrics.functional as M  # on use: it imports much of the ML stack
-
-        return M.confusion_matrix(torch.sigmoid(logits[:, 0].float()), target, task="binary").cpu().numpy()
+        decided = (torch.sigmoid(logits[:, 0].float()) > 0.5).long()  # (N,)
+        return confusion_matrix(decided, target, 2).cpu().numpy()
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from polymodal.metrics import accuracy, confusion_matrix, f1_score, multiclass_auroc
 from polymodal.tasks.base import TASKS, SingleLabel
 
 if TYPE_CHECKING:
@@ -39,17 +40,13 @@ class Multiclass(SingleLabel):
 
     def metrics(self, logits: Tensor, target: Tensor,
                 embeddings: Mapping[str, Tensor] | None = None) -> dict[str, float]:
-        import torchmetrics.functional as M  # on use: it imports much of the ML stack
-
-        k = self.num_outputs
+        decided = logits.argmax(dim=1)  # (N,) the first class among tied logits, as `predict`
         return {
-            "accuracy": M.accuracy(logits, target, task="multiclass", num_classes=k).item(),
-            "macro_f1": M.f1_score(logits, target, task="multiclass", num_classes=k, average="macro").item(),
-            "auroc": M.auroc(logits.float().softmax(1), target, task="multiclass", num_classes=k).item(),
+            "accuracy": accuracy(decided, target).item(),
+            "macro_f1": f1_score(decided, target, self.num_outputs, average="macro").item(),
+            "auroc": multiclass_auroc(logits.float().softmax(1), target).item(),
         }
 
     def confusion(self, logits: Tensor, target: Tensor) -> np.ndarray:
-        import torchmetrics.functional as M  # on use: it imports much of the ML stack
-
-        return M.confusion_matrix(logits, target, task="multiclass", num_classes=self.num_outputs).cpu().numpy()
+        return confusion_matrix(logits.argmax(dim=1), target, self.num_outputs).cpu().numpy()
 

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from polymodal.data.missing import is_empty
 from polymodal.errors import RecordError
+from polymodal.metrics import average_precision, multilabel_f1
 from polymodal.tasks.base import TASKS, Task
 
 if TYPE_CHECKING:
@@ -83,12 +84,11 @@ class Multilabel(Task):
 
     def metrics(self, logits: Tensor, target: Tensor,
                 embeddings: Mapping[str, Tensor] | None = None) -> dict[str, float]:
-        import torchmetrics.functional as M  # on use: it imports much of the ML stack
-
-        p, t, k = torch.sigmoid(logits.float()), target.long(), self.num_outputs
+        p, t = torch.sigmoid(logits.float()), target.long()  # (N, L)
+        decided, truth = p > 0.5, t.bool()  # (N, L)
         return {
-            "micro_f1": M.f1_score(p, t, task="multilabel", num_labels=k, average="micro").item(),
-            "macro_f1": M.f1_score(p, t, task="multilabel", num_labels=k, average="macro").item(),
+            "micro_f1": multilabel_f1(decided, truth, average="micro").item(),
+            "macro_f1": multilabel_f1(decided, truth, average="macro").item(),
             "map": mean_average_precision(p, t),
             **{f"precision_at_{n}": precision_at_k(p, t, n) for n in self.ks},
         }
@@ -102,15 +102,10 @@ class Multilabel(Task):
 
 def mean_average_precision(scores: Tensor, target: Tensor) -> float:
     """Mean over the labels with at least one positive record of their average precision; (N, K) inputs."""
-    import torchmetrics.functional as M  # on use: it imports much of the ML stack
-
     present = target.sum(dim=0) > 0  # (K,)
     if not bool(present.any()):
         return float("nan")
-    s, t = scores[:, present], target[:, present]  # (N, K')
-    if s.shape[1] == 1:  # torchmetrics' multilabel form needs two labels or more
-        return M.average_precision(s[:, 0], t[:, 0], task="binary").item()
-    return M.average_precision(s, t, task="multilabel", num_labels=s.shape[1], average=None).mean().item()
+    return average_precision(scores[:, present], target[:, present]).mean().item()
 
 
 def precision_at_k(scores: Tensor, target: Tensor, k: int) -> float:

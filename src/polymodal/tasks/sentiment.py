@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from polymodal.errors import RecordError
+from polymodal.metrics import accuracy, f1_score, pearson
 from polymodal.tasks.base import TASKS
 from polymodal.tasks.regression import Regression
 
@@ -42,14 +43,10 @@ def sentiment_metrics(pred: Tensor, true: Tensor) -> dict[str, float]:
     `acc2_has0`/`f1_has0`: negative vs non-negative over all records. F1 is weighted by class support.
     `acc7`: both clipped to [-3, 3] and rounded to the nearest integer (halves to even, as `np.round`).
     """
-    import torchmetrics.functional as M  # on use: it imports much of the ML stack
-
     def binary(p: Tensor, t: Tensor) -> tuple[float, float]:
         if t.numel() == 0:
             return float("nan"), float("nan")
-        acc = (p == t).float().mean().item()
-        f1 = M.f1_score(p.long(), t.long(), task="multiclass", num_classes=2, average="weighted").item()
-        return acc, f1
+        return accuracy(p, t).item(), f1_score(p.long(), t.long(), 2, average="weighted").item()
 
     nonzero = true != 0
     acc2, f1 = binary(pred[nonzero] > 0, true[nonzero] > 0)
@@ -58,5 +55,5 @@ def sentiment_metrics(pred: Tensor, true: Tensor) -> dict[str, float]:
     return {"acc2": acc2, "f1": f1, "acc2_has0": acc2_has0, "f1_has0": f1_has0,
             "acc7": (classes[0] == classes[1]).float().mean().item(),
             "mae": (pred - true).abs().mean().item(),
-            "pearson": M.pearson_corrcoef(pred, true).item() if len(pred) > 1 else float("nan")}
+            "pearson": pearson(pred, true).item()}
 
