@@ -23,11 +23,9 @@ import torch
 from torch import Tensor
 
 
-def _ratio(num: Tensor, den: Tensor) -> Tensor:
-    """num / den, 0 where den is 0."""
-    num = num if num.is_floating_point() else num.float()
-    den = den.to(num.dtype)
-    return torch.where(den == 0, torch.zeros_like(num), num / torch.where(den == 0, torch.ones_like(den), den))
+def _ratio(num: Tensor, count: Tensor) -> Tensor:
+    """num / count, for a count (integer-valued, >= 0) whose num is 0 wherever it is 0: 0 there."""
+    return num / count.clamp_min(1)
 
 
 def accuracy(predicted: Tensor, target: Tensor) -> Tensor:
@@ -103,7 +101,7 @@ def auroc(scores: Tensor, positive: Tensor) -> Tensor:
     n_pos = hits.sum(0)  # (K,)
     n_neg = hits.shape[0] - n_pos  # (K,)
     twice_u = ((first + last + 2) * hits).sum(0) - n_pos * (n_pos + 1)  # (K,) 2 x Mann-Whitney U (mid-ranks)
-    area = _ratio(twice_u.double(), (2 * n_pos * n_neg).double()).float()  # (K,)
+    area = _ratio(twice_u.double(), 2 * n_pos * n_neg).float()  # (K,) 0 when n_pos or n_neg is 0
     return area[0] if one else area
 
 
