@@ -77,6 +77,14 @@ def test_auroc_of_a_single_class_is_zero_as_in_torchmetrics(target: torch.Tensor
     assert close(metrics.auroc(scores, target.bool()), theirs) and float(theirs) == 0.0
 
 
+@pytest.mark.parametrize("label", [0, 1])
+def test_one_record(label: int) -> None:
+    score, target = torch.tensor([0.7]), torch.tensor([label])
+    assert close(metrics.auroc(score, target.bool()), reference(tm.auroc, score, target, task="binary"))
+    assert close(metrics.average_precision(score, target.bool()),
+                 reference(tm.average_precision, score, target, task="binary"))
+
+
 def test_constant_scores_give_auroc_one_half() -> None:
     target = torch.tensor([0, 1, 1, 0, 1])
     assert metrics.auroc(torch.full((5,), 0.3), target.bool()).item() == pytest.approx(0.5)

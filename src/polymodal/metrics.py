@@ -74,8 +74,9 @@ def _runs(sorted_values: Tensor) -> tuple[Tensor, Tensor]:
     n = sorted_values.shape[0]
     index = torch.arange(n, device=sorted_values.device).unsqueeze(1).expand_as(sorted_values)  # (N, K)
     change = sorted_values[1:] != sorted_values[:-1]  # (N-1, K) a new value starts at row i+1
-    starts = torch.cat([torch.ones_like(change[:1]), change])  # (N, K)
-    ends = torch.cat([change, torch.ones_like(change[:1])])  # (N, K)
+    edge = torch.ones_like(sorted_values[:1], dtype=torch.bool)  # (1, K); (0, K) when N is 0
+    starts = torch.cat([edge, change])  # (N, K)
+    ends = torch.cat([change, edge])  # (N, K)
     first = torch.where(starts, index, 0).cummax(0).values  # (N, K)
     last = torch.where(ends, index, n - 1).flip(0).cummin(0).values.flip(0)  # (N, K)
     return first, last
