@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -81,7 +82,15 @@ def seed_worker(worker_id: int) -> None:
 
 
 def set_deterministic(on: bool) -> None:
-    torch.use_deterministic_algorithms(on)
+    """torch.use_deterministic_algorithms, without importing torch._inductor (seconds) to set a flag of its
+    config that only compiled code reads: set there only when it is already imported."""
+    if hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch._C._set_deterministic_algorithms(on)
+        inductor = sys.modules.get("torch._inductor.config")
+        if inductor is not None:
+            inductor.deterministic = on  # type: ignore[attr-defined]
+    else:
+        torch.use_deterministic_algorithms(on)
     torch.backends.cudnn.benchmark = False
     if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
