@@ -173,7 +173,7 @@ class Imbalance(nn.Module):
         precise = torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else nullcontext()
         with torch.no_grad(), precise:  # float32 probes under mixed precision too
             for m, probe in self.probes.items():
-                g, true[m] = probe_gradients(probe, features[m].float(), batch.target, batch.present[m])
+                g, true[m] = probe_gradients(probe, features[m].to(probe.weight.dtype), batch.target, batch.present[m])
                 grads += g
             self._probe_optimizer.step(grads)
         return true
@@ -184,7 +184,7 @@ class Imbalance(nn.Module):
             return
         for m, probe in self.probes.items():
             keep = batch.present[m]
-            pred = self.task.class_index(probe(out.features[m].float()))  # type: ignore[attr-defined]
+            pred = self.task.class_index(probe(out.features[m].to(probe.weight.dtype)))  # type: ignore[attr-defined]
             hits = (pred[keep] == batch.target[keep]).sum().float()
             self._probe_hits[m] = self._probe_hits.get(m, 0.0) + torch.stack([hits, keep.sum().to(hits)])
         self.remedy.observe_val(batch, out, lambda: self.unimodal_losses(batch, out))

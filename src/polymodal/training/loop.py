@@ -194,7 +194,7 @@ class Loop:
         for i, raw in enumerate(self.progress(loader)):
             for callback in starts:
                 callback.on_train_batch_start(self, module, raw, i)
-            batch = module.prepare_batch(amp.convert_input(raw), self.device)
+            batch = amp.convert_input(module.prepare_batch(raw, self.device))
             stepping = (i + 1) % accum == 0 or i + 1 == n
             sync = self._ddp.no_sync() if self._ddp is not None and not stepping else nullcontext()  # type: ignore[operator]
             with sync:
@@ -263,7 +263,7 @@ class Loop:
         module.on_validation_epoch_start()
         with torch.no_grad():
             for batch in loader:
-                batch = module.prepare_batch(self.amp.convert_input(batch), self.device)
+                batch = self.amp.convert_input(module.prepare_batch(batch, self.device))
                 with self.amp.autocast():
                     module.validation_step(batch)
         return tensors_to_floats(module.validation_epoch_end())

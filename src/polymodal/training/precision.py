@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import fields, is_dataclass, replace
 from typing import Any
 
@@ -28,7 +29,11 @@ class Precision:
         self.scaler = torch.amp.GradScaler(device.type) if self.mixed and self.dtype == torch.float16 else None
 
     def autocast(self) -> AbstractContextManager[Any]:
-        return torch.autocast(self.device.type, dtype=self.dtype) if self.mixed else nullcontext()
+        """Around a forward pass: autocast (`*-mixed`), or new floating-point tensors in the model's dtype
+        (`*-true`)."""
+        if self.mixed:
+            return torch.autocast(self.device.type, dtype=self.dtype)
+        return default_dtype(self.dtype) if self.cast else nullcontext()
 
     def convert_module(self, module: nn.Module) -> nn.Module:
         return module.to(self.dtype) if self.cast else module
@@ -50,6 +55,16 @@ class Precision:
             return
         self.scaler.step(optimizer)
         self.scaler.update()
+
+
+@contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def cast_floats(value: Any, dtype: torch.dtype) -> Any:
