@@ -35,7 +35,8 @@ class NoHooks(nn.Module):
 
 def test_gradients_are_clipped_to_grad_clip_before_the_step(tmp_path: Path) -> None:
     module = NoHooks()
-    loop = Loop(module, TrainingConfig(grad_clip=0.5), distributed.Processes(), tmp_path, "val_loss", "min")  # type: ignore[arg-type]
+    cfg = TrainingConfig(grad_clip=0.5)
+    loop = Loop(module, cfg, distributed.Processes(), tmp_path, "val_loss", "min")  # type: ignore[arg-type]
     loop.optimizer = torch.optim.SGD(module.parameters(), lr=1.0)
     loop.scheduler = torch.optim.lr_scheduler.LambdaLR(loop.optimizer, lambda step: 1.0)
     loop.params = [module.w]

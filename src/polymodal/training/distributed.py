@@ -40,6 +40,7 @@ class Processes:
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    closing: threading.Event = field(default_factory=threading.Event)
 
     @property
     def chief(self) -> bool:
@@ -115,6 +116,8 @@ def start(cfg: TrainingConfig) -> Processes:
             raise ValueError(f"training.num_nodes: {cfg.num_nodes} machines need a launcher (torchrun or SLURM) on "
                              "each of them; see docs/scale.md")
         env, children = launch_local(per_node)
+    closing = threading.Event()
+    watch(children, closing)
     if env is None:
         return Processes(device=torch.device(kind))
     rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env["LOCAL_RANK"])
@@ -127,7 +130,7 @@ def start(cfg: TrainingConfig) -> Processes:
     os.environ.update(MASTER_ADDR=env["MASTER_ADDR"], MASTER_PORT=env["MASTER_PORT"])
     dist.init_process_group("nccl" if kind == "cuda" else "gloo", rank=rank, world_size=world,
                             timeout=timedelta(minutes=30))
-    return Processes(rank, world, local, device, children)
+    return Processes(rank, world, local, device, children, closing)
 
 
 def gpu_id(cfg: TrainingConfig, local_rank: int) -> int:
@@ -144,7 +147,6 @@ def launch_local(n: int) -> tuple[dict[str, str], list[subprocess.Popen[bytes]]]
     command = [sys.executable, *python_flags(), *program_args(main)]
     children = [subprocess.Popen(command, env={**os.environ, **env, "RANK": str(r), "LOCAL_RANK": str(r)})
                 for r in range(1, n)]
-    watch(children)
     os.environ.update(env, RANK="0", LOCAL_RANK="0")  # this process's own part, as torchrun would have set it
     return {**env, "RANK": "0", "LOCAL_RANK": "0"}, children
 
@@ -167,25 +169,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def watch(children: list[subprocess.Popen[bytes]]) -> None:
-    """If a child rank fails, stop the others and this one rather than wait for a collective that never comes."""
+def watch(children: list[subprocess.Popen[bytes]], closing: threading.Event, grace: float = 30.0) -> None:
+    """If a child rank fails while this one still trains, stop the others and this one rather than wait for a
+    collective that never comes (after `grace` seconds: this rank may be failing too and about to say why)."""
 
     def wait() -> None:
         for child in children:
-            if child.wait() != 0:
+            if child.wait() != 0 and not closing.wait(grace):
                 log.error("rank process %d exited with status %d; stopping the run", child.pid, child.returncode)
                 for other in children:
                     if other.poll() is None:
                         other.terminate()
                 os._exit(1)
 
-    threading.Thread(target=wait, daemon=True).start()
+    if children:
+        threading.Thread(target=wait, daemon=True).start()
 
 
 def finish(procs: Processes) -> None:
-    """Leave the process group; rank 0 waits for the ranks it started."""
+    """Leave the process group (training's collectives are over: rank 0 alone evaluates and writes the run); rank 0
+    waits for the ranks it started."""
+    procs.closing.set()
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
         dist.destroy_process_group()
     for child in procs.children:
         child.wait()

@@ -196,7 +196,8 @@ class Loop:
                 callback.on_train_batch_start(self, module, raw, i)
             batch = amp.convert_input(module.prepare_batch(raw, self.device))
             stepping = (i + 1) % accum == 0 or i + 1 == n
-            sync = self._ddp.no_sync() if self._ddp is not None and not stepping else nullcontext()  # type: ignore[operator]
+            ddp = self._ddp
+            sync = ddp.no_sync() if ddp is not None and not stepping else nullcontext()  # type: ignore[operator]
             with sync:
                 with amp.autocast():
                     loss = runner(batch, i)
