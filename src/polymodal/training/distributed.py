@@ -222,6 +222,12 @@ def gather(x: Tensor) -> Tensor:
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
 
 
+def barrier() -> None:
+    """Wait until every process got here (no-op in one process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def broadcast_flag(flag: bool, device: torch.device) -> bool:
     """Rank 0's decision, for every process (e.g. stop early)."""
     if not (dist.is_available() and dist.is_initialized()):

@@ -19,11 +19,15 @@ class NonFiniteError(ValueError):
 
 
 def first_nonfinite(model: nn.Module) -> str | None:
-    """The name of the first parameter holding a NaN or infinite value, or None."""
-    for name, p in model.named_parameters():
-        if not torch.isfinite(p).all():
-            return name
-    return None
+    """The name of the first parameter holding a NaN or infinite value, or None (one read from the device)."""
+    params = list(model.named_parameters())
+    if not params:
+        return None
+    device = params[0][1].device
+    finite = torch.stack([torch.isfinite(p).all().to(device) for _, p in params])  # (P,)
+    if bool(finite.all()):
+        return None
+    return params[int((~finite).nonzero()[0, 0])][0]
 
 
 def rng_state() -> dict[str, Any]:

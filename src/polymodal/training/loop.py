@@ -151,6 +151,7 @@ class Loop:
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         log = CsvLog(self.run_dir / "logs" / "metrics.csv") if self.procs.chief else None
         if resume:
+            distributed.barrier()  # rank 0 has put the run to resume in place (start_run) before any rank reads it
             self.restore(torch.load(self.last_path, map_location="cpu", weights_only=True))
             if log is not None:
                 log = CsvLog(log.path, resume_epoch=self.current_epoch)
