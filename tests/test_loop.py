@@ -163,3 +163,24 @@ def test_a_launcher_with_another_process_count_is_refused(monkeypatch: pytest.Mo
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(ValueError, match=r"started 3 processes but training.devices x training.num_nodes = 2 x 1"):
         distributed.start(TrainingConfig(devices=2))
+
+
+def test_a_resumed_streamed_run_equals_the_uninterrupted_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream's per-epoch shard order and shuffling buffer go on at the epoch the run resumes at."""
+    from test_streaming import stream_config, write_shards
+    from test_trust_training import Interrupted, StopAtEpoch
+
+    write_shards(tmp_path / "shards", "train", [10, 10, 10], seed=0)
+    write_shards(tmp_path / "shards", "val", [6], seed=1)
+
+    def config(name: str) -> Any:
+        return parse_config(stream_config(tmp_path, str(tmp_path / "shards" / "train-{000..002}.tar"),
+                                          str(tmp_path / "shards" / "val-000.tar"), tmp_path / name, ["emb"]))
+
+    monkeypatch.setattr("polymodal.training.fit.load_best", lambda module, loop: None)  # the last epoch's weights
+    train(config("straight"), report=False)
+    with pytest.raises(Interrupted):
+        train(config("resumed"), callbacks=[StopAtEpoch(1)], report=False)
+    train(config("resumed"), resume=True, report=False)
+    a, b = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("straight", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
