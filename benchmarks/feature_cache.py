@@ -167,7 +167,7 @@ def report(args: argparse.Namespace, plain: dict[str, Any], build: dict[str, Any
                      f"{r['peak_rss_training_mb']:.0f} | {r['peak_rss_mb']:.0f} |")
     speedup = mean["plain"] / mean["reuse"]
     lines += ["", f"Speed-up of a cached epoch: {speedup:.0f}x (required: at least 10x). The first epoch of every "
-              "run carries Lightning's start-up cost. The final evaluation runs the real encoders over every split "
+              "run carries the training start-up cost. The final evaluation runs the real encoders over every split "
               "(batched), which is where the largest memory peak comes from."]
     text = "\n".join(lines) + "\n"
     print(text)

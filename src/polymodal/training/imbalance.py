@@ -107,7 +107,7 @@ class ForeachAdam:
 class Imbalance(nn.Module):
     """Imbalance diagnostics and the configured remedy for one training module (never saved with the model).
 
-    The LightningModule calls it at each hook: `unimodal_losses` and `loss` in the training step, `observe_train`
+    The training module calls it at each hook: `unimodal_losses` and `loss` in the training step, `observe_train`
     and `observe_val` on each batch, `before_optimizer_step` and `after_optimizer_step`, and the epoch ends,
     which return what to log. It runs the diagnostics itself and hands every hook on to the remedy (`self.remedy`,
     built from the `REMEDIES` registry by `config.method`).
