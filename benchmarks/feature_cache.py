@@ -74,34 +74,28 @@ def config(source: Path, out: Path, cache: bool, epochs: int) -> dict[str, Any]:
 
 
 def run_one(source: Path, out: Path, cache: bool, epochs: int) -> dict[str, Any]:
-    """Train once in this process; epoch times come from a callback added to the run's trainer."""
-    import pytorch_lightning as pl
-
+    """Train once in this process; epoch times (training + validation) come from a callback of the loop."""
     import polymodal.evaluation.report as report_module
     import polymodal.features.cache as feature_cache
     import polymodal.training.fit as fit
     from polymodal.factory import parse_config
+    from polymodal.training.loop import Callback
 
     epoch_seconds: list[float] = []
     peak_training: list[float] = []
     cache_seconds: list[float] = []
 
-    class Timer(pl.Callback):
-        def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+    class Timer(Callback):
+        def on_train_epoch_start(self, loop: Any, module: Any) -> None:
             self.start = time.perf_counter()
 
-        def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        def on_validation_end(self, loop: Any, module: Any) -> None:
             epoch_seconds.append(time.perf_counter() - self.start)
 
-        def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        def on_train_end(self, loop: Any, module: Any) -> None:
             peak_training.append(peak_rss_mb())
 
-    make_trainer, use_cache = fit.make_trainer, feature_cache.use_feature_cache
-
-    def trainer_with_timer(*args: Any, **kwargs: Any) -> pl.Trainer:
-        trainer = make_trainer(*args, **kwargs)
-        trainer.callbacks.insert(0, Timer())
-        return trainer
+    use_cache = feature_cache.use_feature_cache
 
     def timed_cache(*args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
@@ -109,9 +103,9 @@ def run_one(source: Path, out: Path, cache: bool, epochs: int) -> dict[str, Any]
         cache_seconds.append(time.perf_counter() - start)
         return result
 
-    fit.make_trainer, fit.use_feature_cache = trainer_with_timer, timed_cache  # type: ignore[assignment]
+    fit.use_feature_cache = timed_cache  # type: ignore[assignment]
     report_module.write_report = lambda run_dir, robustness=False: Path(run_dir)  # not measured here: skip it
-    result = fit.train(parse_config(config(source, out, cache, epochs)))
+    result = fit.train(parse_config(config(source, out, cache, epochs)), callbacks=[Timer()])
     return {"cache": cache, "epoch_seconds": epoch_seconds, "cache_seconds": cache_seconds[0],
             "val_accuracy": result.metrics["val"]["accuracy"], "peak_rss_training_mb": peak_training[0],
             "peak_rss_mb": peak_rss_mb()}
@@ -173,7 +167,7 @@ def report(args: argparse.Namespace, plain: dict[str, Any], build: dict[str, Any
                      f"{r['peak_rss_training_mb']:.0f} | {r['peak_rss_mb']:.0f} |")
     speedup = mean["plain"] / mean["reuse"]
     lines += ["", f"Speed-up of a cached epoch: {speedup:.0f}x (required: at least 10x). The first epoch of every "
-              "run carries Lightning's start-up cost. The final evaluation runs the real encoders over every split "
+              "run carries the training start-up cost. The final evaluation runs the real encoders over every split "
               "(batched), which is where the largest memory peak comes from."]
     text = "\n".join(lines) + "\n"
     print(text)

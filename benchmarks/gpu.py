@@ -3,7 +3,7 @@
 Generated data (written once to a temporary folder): 64x64 RGB images, 32-token texts and (128, 32) feature
 sequences, 10 classes. Model: image_cnn (width 64, 4 blocks) + text_transformer and sequence_transformer
 (256 wide, 4 layers, 8 heads) + transformer fusion. The same decoded data trains once per precision through
-polymodal's own LightningModule and Trainer settings; throughput counts samples per second over the steps
+polymodal's own training module and loop; throughput counts samples per second over the steps
 after a warm-up, peak memory is torch.cuda.max_memory_allocated over the fit.
 
     python benchmarks/gpu.py                       # on a machine with a CUDA GPU; about 1-2 minutes on an H100
@@ -17,12 +17,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import pytorch_lightning as pl
 import torch
 from PIL import Image
+
+from polymodal.training.loop import Callback, Loop, seed_everything
 
 WORDS = [f"w{i}" for i in range(400)]
 
@@ -70,7 +72,7 @@ def make_config(root: Path, args: argparse.Namespace, gpu: bool) -> dict:
     }
 
 
-class Meter(pl.Callback):
+class Meter(Callback):
     """Samples per second after `warmup` steps, and peak CUDA memory over the fit."""
 
     def __init__(self, warmup: int) -> None:
@@ -81,11 +83,11 @@ class Meter(pl.Callback):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, loop: Loop, module: torch.nn.Module) -> None:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+    def on_train_batch_end(self, loop: Loop, module: torch.nn.Module, batch: Any, batch_idx: int) -> None:
         self.step += 1
         if self.step == self.warmup:
             self._sync()
@@ -93,7 +95,7 @@ class Meter(pl.Callback):
         elif self.step > self.warmup:
             self.samples += batch.size
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_end(self, loop: Loop, module: torch.nn.Module) -> None:
         self._sync()
         self.seconds = time.perf_counter() - self.start
         if torch.cuda.is_available():
@@ -104,20 +106,20 @@ def run(config_data: dict, prep, precision: str, warmup: int) -> tuple[Meter, in
     from polymodal.data.dataset import make_loader
     from polymodal.factory import build_model, parse_config
     from polymodal.model import count_parameters
-    from polymodal.training.fit import make_trainer
+    from polymodal.training import distributed
     from polymodal.training.module import PolymodalModule
 
     config_data = {**config_data, "training": {**config_data["training"], "precision": precision}}
     config = parse_config(config_data)
     cfg = config.training
-    pl.seed_everything(cfg.seed, verbose=False)
+    seed_everything(cfg.seed)
     model = build_model(config, prep.processors, prep.task.num_outputs)
     module = PolymodalModule(model, prep.task, prep.processors, cfg)
     meter = Meter(warmup)
-    trainer = make_trainer(config, Path(config.output_dir) / precision, f"val_{prep.task.monitor}", prep.task.mode,
-                           [meter])
-    trainer.fit(module, make_loader(prep.datasets["train"], cfg.batch_size, True, cfg.num_workers, cfg.seed),
-                make_loader(prep.datasets["val"], cfg.batch_size, False, cfg.num_workers))
+    loop = Loop(module, cfg, distributed.start(cfg), Path(config.output_dir) / precision, f"val_{prep.task.monitor}",
+                prep.task.mode, [meter])
+    loop.fit(make_loader(prep.datasets["train"], cfg.batch_size, True, cfg.num_workers, cfg.seed),
+             make_loader(prep.datasets["val"], cfg.batch_size, False, cfg.num_workers))
     return meter, count_parameters(model)
 
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytorch_lightning as pl
 import torch
 from safetensors.torch import load_file
 
 from polymodal.config import parse_config
 from polymodal.training.fit import train
+from polymodal.training.loop import Callback, Loop
 
 WORDS = ["red apple", "green pear", "blue sky"]
 
@@ -26,9 +26,9 @@ class Interrupted(RuntimeError):
     pass
 
 
-class StopAfterFirstCheckpoint(pl.Callback):
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.current_epoch == 1:
+class StopAfterFirstCheckpoint(Callback):
+    def on_train_epoch_start(self, loop: Loop, module: torch.nn.Module) -> None:
+        if loop.current_epoch == 1:
             raise Interrupted("stopped after the first checkpoint")
 
 

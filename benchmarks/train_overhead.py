@@ -4,9 +4,12 @@ Problem: 10k records, two 32-d vector modalities, 4 classes (parquet), split 80/
 The hand-written script (`--bare`) reads the table, standardizes on train, trains modules of the same sizes
 (two 2-layer MLP encoders, concat + presence flags, 2-layer MLP, linear head; AdamW, clipping, warmup +
 cosine) with a DataLoader for the same epochs, validates every epoch, keeps the best-validation weights and
-prints test accuracy. `polymodal train` runs the same config, with its report and with `--no-report`. Each is a
-fresh process, run interleaved (A, B, C, A, B, C, ...); the script prints each run, the medians, their ratios
-to the hand-written script and the load average.
+prints test accuracy. `polymodal train` runs the same config, with its report, with `--no-report`, and with
+`--no-report` and the imbalance diagnostics off (`training.imbalance.diagnostics: false`: no linear probes or
+gradient norms, which the hand-written script does not compute either). Each is a fresh process, run interleaved
+(A, B, C, D, A, B, C, D, ...); the script prints each run with the load average, the medians, their ratios to
+the hand-written script, and the time `import torchmetrics.functional` takes after `import torch` (polymodal's
+task metrics import it at the first validation, so it falls inside the training pass).
 
     python benchmarks/train_overhead.py [--repeats 3] [--epochs 20] [--records 10000] [-- extra train args]
 
@@ -34,9 +37,12 @@ modalities:
   b: {{type: vector, encoder: {{name: vector_mlp, out_dim: 64, hidden: 64}}}}
 target: {{field: label, task: multiclass}}
 fusion: {{name: concat, hidden: 64}}
-training: {{epochs: {epochs}, batch_size: 128, patience: null, progress_bar: false, deterministic: false}}
+training: {{epochs: {epochs}, batch_size: 128, patience: null, progress_bar: false, deterministic: false,
+            imbalance: {{diagnostics: {diagnostics}}}}}
 output_dir: {out}
 """
+IMPORT_METRICS = ("import time, torch; t = time.perf_counter(); import torchmetrics.functional; "
+                  "print(time.perf_counter() - t)")
 
 
 def make_data(path: Path, n: int) -> None:
@@ -150,26 +156,35 @@ def main() -> None:
     if args.bare:
         return bare(args.bare, args.epochs)
     extra = [a for a in extra if a != "--"]
-    variants = {"polymodal train": extra, "polymodal train --no-report": [*extra, "--no-report"]}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_data(root / "data.parquet", args.records)
-        config = root / "config.yaml"
-        config.write_text(CONFIG.format(data=root / "data.parquet", epochs=args.epochs, out=root / "run"))
-        loads, hand = [os.getloadavg()], []
+        configs = {d: root / f"config_{d}.yaml" for d in ("true", "false")}
+        for d, path in configs.items():
+            path.write_text(CONFIG.format(data=root / "data.parquet", epochs=args.epochs, out=root / "run",
+                                          diagnostics=d))
+        variants = {"polymodal train": (configs["true"], extra),
+                    "polymodal train --no-report": (configs["true"], [*extra, "--no-report"]),
+                    "polymodal train --no-report, diagnostics off": (configs["false"], [*extra, "--no-report"])}
+        loads, hand, metrics_import = [os.getloadavg()], [], []
         poly: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
         for i in range(args.repeats):
             hand.append(run_bare(root / "data.parquet", args.epochs))
-            print(f"repeat {i}: hand-written {hand[-1]['process']:.2f} s (loop {hand[-1]['loop']:.2f})", flush=True)
-            for k, (name, flags) in enumerate(variants.items()):
+            print(f"repeat {i}: hand-written {hand[-1]['process']:.2f} s (loop {hand[-1]['loop']:.2f}); load "
+                  f"{os.getloadavg()[0]:.2f}", flush=True)
+            for k, (name, (config, flags)) in enumerate(variants.items()):
                 poly[name].append(run_polymodal(config, root / f"run{i}_{k}", flags))
-                print(f"  {name}: {poly[name][-1]['process']:.2f} s (loop {poly[name][-1]['loop']:.2f})", flush=True)
+                print(f"  {name}: {poly[name][-1]['process']:.2f} s (loop {poly[name][-1]['loop']:.2f}); load "
+                      f"{os.getloadavg()[0]:.2f}", flush=True)
+            metrics_import.append(float(subprocess.run([sys.executable, "-c", IMPORT_METRICS], check=True,
+                                                       capture_output=True, text=True).stdout))
         loads.append(os.getloadavg())
     print(f"records {args.records}, epochs {args.epochs}, batch 128, {args.repeats} repeats, OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; load average (1 min) before {loads[0][0]:.2f}, "
           f"after {loads[1][0]:.2f}")
     print(f"hand-written script: process {median(hand, 'process'):.2f} s, loop {median(hand, 'loop'):.2f} s, "
           f"test accuracy {median(hand, 'accuracy'):.4f}")
+    print(f"import torchmetrics.functional after torch: {statistics.median(metrics_import):.2f} s (median)")
     for name, runs in poly.items():
         print(f"{name}: process {median(runs, 'process'):.2f} s = "
               f"{median(runs, 'process') / median(hand, 'process'):.2f}x (goal <= 1.2x); training pass "

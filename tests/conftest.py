@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +13,6 @@ import torch
 from PIL import Image
 
 torch.set_num_threads(1)  # tiny models: threads cost more in synchronisation than they save
-logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-warnings.filterwarnings("ignore", ".*does not have many workers.*")
-warnings.filterwarnings("ignore", ".*LeafSpec.*")
 
 WORDS = ["red apple", "green pear", "blue sky"]
 

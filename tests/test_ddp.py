@@ -1,4 +1,5 @@
-"""Two CPU processes under DDP (gloo), launched in a subprocess so Lightning's re-launch does not re-run pytest."""
+"""Two CPU processes under DDP (gloo), launched in a subprocess so that starting the second rank (which runs the
+program again) does not re-run pytest."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
 import yaml
 from conftest import make_config
@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from polymodal.data.dataset import first, make_loader
 from polymodal.factory import build_model, parse_config
 from polymodal.training import fit
+from polymodal.training.loop import seed_everything
 
 
 def no_dropout_config(data_dir: Path, out: Path, **training: object) -> dict:
@@ -33,7 +34,7 @@ def no_dropout_config(data_dir: Path, out: Path, **training: object) -> dict:
 
 
 def same_order_loader(dataset, batch_size: int, shuffle: bool, num_workers: int = 0, seed: int = 0):  # type: ignore[no-untyped-def]
-    """The training order Lightning's DistributedSampler draws (randperm seeded with seed + epoch), one replica."""
+    """The training order the loop's DistributedSampler draws (randperm seeded with seed + epoch), one replica."""
     if not shuffle:
         return make_loader(dataset, batch_size, shuffle, num_workers, seed)
     sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
@@ -45,7 +46,7 @@ def test_ddp_two_processes_write_a_run_that_matches_a_single_process_fit(data_di
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """2 processes x batch 16 against 1 process x batch 32, same seed, same records in the same order.
 
-    Each epoch Lightning's DistributedSampler shuffles with torch.randperm seeded by seed + epoch and gives
+    Each epoch the loop's DistributedSampler shuffles with torch.randperm seeded by seed + epoch and gives
     rank r the positions r, r+2, ...; the single process here takes its order from the same sampler with one
     replica (its default loader draws another permutation, which would make agreement only statistical). Then
     the two ranks' batches together are exactly the single process's batches, and DDP's average of two
@@ -62,7 +63,7 @@ def test_ddp_two_processes_write_a_run_that_matches_a_single_process_fit(data_di
         from polymodal.training.fit import train
         train(load_config({str(tmp_path / "cfg.yaml")!r}))
     """))
-    env = {**os.environ, "PL_DISABLE_FORK": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -73,7 +74,7 @@ def test_ddp_two_processes_write_a_run_that_matches_a_single_process_fit(data_di
     single = fit.train(parse_config(no_dropout_config(data_dir, tmp_path / "single", batch_size=32)))
     ddp_weights = load_file(str(tmp_path / "ddp" / "model.safetensors"))
     single_weights = load_file(str(single.run_dir / "model.safetensors"))
-    pl.seed_everything(0, verbose=False)  # as train() does: the weights both runs started from
+    seed_everything(0)  # as train() does: the weights both runs started from
     init = build_model(parse_config(cfg), fit.prepare(parse_config(cfg)).processors, 3).state_dict()
     assert all(not torch.allclose(init[k], single_weights[k]) for k in init if k.endswith("weight"))  # trained
     for key, value in single_weights.items():

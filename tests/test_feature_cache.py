@@ -44,10 +44,10 @@ def _cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def lookup(config: dict[str, Any], cache: FeatureCache) -> dict[str, Any]:
     """Build the run's pipeline and model as `train` does and pass its datasets through the cache."""
-    import pytorch_lightning as pl
+    from polymodal.training.loop import seed_everything
 
     cfg = parse_config(config)
-    pl.seed_everything(cfg.training.seed, verbose=False)
+    seed_everything(cfg.training.seed)
     prep = prepare(cfg)
     model = build_model(cfg, prep.processors, prep.task.num_outputs)
     return use_feature_cache(cfg, model.encoders, prep.processors, prep.datasets, cache)

@@ -252,3 +252,18 @@ def test_imbalanced_av_digits_is_a_builtin() -> None:
     cfg = parse_config({"data": {"builtin": "av_digits_imbalanced"}, "modalities": {"audio": {"type": "audio"}},
                         "target": {"field": "label", "task": "multiclass"}})
     assert cfg.training.imbalance.method == "none" and cfg.training.imbalance.diagnostics
+
+
+def test_probes_of_one_width_step_together_as_each_would_alone() -> None:
+    from polymodal.training.imbalance import stacked_probe_gradients
+
+    torch.manual_seed(0)
+    probes, x = [nn.Linear(5, 3), nn.Linear(5, 3)], torch.randn(2, 8, 5)
+    target, present = torch.randint(0, 3, (8,)), torch.rand(2, 8) > 0.3
+    d_weight, d_bias, true = stacked_probe_gradients(torch.stack([p.weight for p in probes]),
+                                                     torch.stack([p.bias for p in probes]), x, target, present)
+    for i, probe in enumerate(probes):
+        (w, b), t = probe_gradients(probe, x[i], target, present[i])
+        torch.testing.assert_close(d_weight[i], w)
+        torch.testing.assert_close(d_bias[i], b)
+        torch.testing.assert_close(true[i], t)

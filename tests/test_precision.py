@@ -1,4 +1,4 @@
-"""Mixed precision and gradient accumulation reach the Lightning Trainer from the config."""
+"""Mixed precision and gradient accumulation reach the training loop from the config."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from conftest import ALL_MODALITIES, make_records
 from safetensors.torch import load_file
@@ -15,9 +14,10 @@ from safetensors.torch import load_file
 from polymodal.config import ConfigError
 from polymodal.factory import parse_config
 from polymodal.training.fit import train
+from polymodal.training.loop import Callback, Loop
 
 
-class Probe(pl.Callback):
+class Probe(Callback):
     """Records the trainer's precision, its optimizer steps and the dtype of the logits while training."""
 
     def __init__(self) -> None:
@@ -25,12 +25,12 @@ class Probe(pl.Callback):
         self.precision = ""
         self.steps = 0
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.precision = trainer.precision
-        pl_module.model.register_forward_hook(lambda _m, _i, out: self.dtypes.add(out.logits.dtype))
+    def on_train_start(self, loop: Loop, module: torch.nn.Module) -> None:
+        self.precision = loop.precision
+        module.model.register_forward_hook(lambda _m, _i, out: self.dtypes.add(out.logits.dtype))
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.steps = trainer.global_step
+    def on_train_end(self, loop: Loop, module: torch.nn.Module) -> None:
+        self.steps = loop.global_step
 
 
 @pytest.fixture(scope="module")

@@ -223,13 +223,12 @@ def encoder_state(run: Path, prefix: str) -> dict[str, torch.Tensor]:
 
 def initial_state(config: dict[str, Any], prefix: str) -> dict[str, torch.Tensor]:
     """The encoder's weights as `train` starts from them (same seed, same build)."""
-    import pytorch_lightning as pl
-
     from polymodal.factory import build_model
     from polymodal.training.fit import prepare
+    from polymodal.training.loop import seed_everything
 
     cfg = parse_config(config)
-    pl.seed_everything(cfg.training.seed, verbose=False)
+    seed_everything(cfg.training.seed)
     prep = prepare(cfg)
     model = build_model(cfg, prep.processors, prep.task.num_outputs)
     return {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
@@ -240,7 +239,7 @@ def test_frozen_encoder_unchanged_and_unfreezing_changes_it(data_dir: Path, tmp_
     from polymodal.training.fit import train
 
     monkeypatch.setenv("POLYMODAL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("polymodal.training.fit.load_best", lambda module, trainer: None)  # keep the last epoch's
+    monkeypatch.setattr("polymodal.training.fit.load_best", lambda module, loop: None)  # keep the last epoch's
     frozen = mode_config(data_dir, tmp_path / "frozen", bert_dir, {"mode": "frozen", "cache": False},
                          {"mode": "frozen"})
     before = initial_state(frozen, "encoders.")

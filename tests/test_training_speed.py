@@ -1,4 +1,4 @@
-"""Issue 14, training at the cost of a hand-written loop: the cheaper ways of driving Lightning keep what they
+"""Issue 14, training at the cost of a hand-written loop: the cheaper ways of training keep what they
 replace (epoch losses as weighted means, AdamW's result, batches as they were). Nothing here is timed."""
 
 from __future__ import annotations

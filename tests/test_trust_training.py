@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from conftest import make_config
 from safetensors.torch import load_file
@@ -15,6 +14,7 @@ from polymodal.predictor import Predictor
 from polymodal.rundir import RunError
 from polymodal.training.fit import train
 from polymodal.training.guards import NonFiniteError
+from polymodal.training.loop import Callback, Loop
 
 MODS = ["emb", "specs", "title"]
 
@@ -23,12 +23,12 @@ class Interrupted(RuntimeError):
     """Stands in for a kill -9: the run stops with its first checkpoint written and nothing else."""
 
 
-class StopAtEpoch(pl.Callback):
+class StopAtEpoch(Callback):
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.current_epoch == self.epoch:
+    def on_train_epoch_start(self, loop: Loop, module: torch.nn.Module) -> None:
+        if loop.current_epoch == self.epoch:
             raise Interrupted
 
 
@@ -98,11 +98,11 @@ def test_damaged_weights_are_refused_on_load(run: Path, tmp_path: Path, damage: 
 
 
 def test_non_finite_training_stops_and_saves_nothing(data_dir: Path, tmp_path: Path) -> None:
-    class Poison(pl.Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
-            if trainer.global_step == 2:
+    class Poison(Callback):
+        def on_train_batch_start(self, loop, module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+            if loop.global_step == 2:
                 with torch.no_grad():
-                    next(pl_module.parameters()).fill_(float("inf"))
+                    next(module.parameters()).fill_(float("inf"))
 
     with pytest.raises(NonFiniteError, match=r"epoch 0, batch 2: the loss is nan.*training.lr"):
         train(config(data_dir, tmp_path / "run"), callbacks=[Poison()])

@@ -135,5 +135,5 @@ def test_checkpoints_leave_package_tensors_out_and_resume(frozen_run: Path, data
     raw = mobilenet_config(data_dir, tmp_path / "resumed")
     train(parse_config(raw), report=False)
     raw["training"]["epochs"] = 2
-    result = train(parse_config(raw), resume=True, report=False)  # Lightning loads the checkpoint left short
+    result = train(parse_config(raw), resume=True, report=False)  # the loop loads the checkpoint left short
     assert result.epochs == 2 and load_run(tmp_path / "resumed").model is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -17,18 +16,6 @@ from polymodal.options import (CompareOptions, EvaluateOptions, ExportOptions, F
                                QuickstartOptions, ReportOptions, RobustnessOptions, TrainOptions, TuneOptions,
                                ValidateOptions)
 from polymodal.serve.settings import DEFAULT_PORT, ServeSettings
-
-
-def _quiet_lightning() -> None:
-    """Keep Lightning's banners and deprecation chatter out of the command line's output."""
-    import warnings
-
-    import pytorch_lightning  # noqa: F401  (configures its loggers on import; adjust them afterwards)
-
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*(LeafSpec|does not have many workers|litlogger).*")
-    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -326,14 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-LIGHTNING_COMMANDS = {"train", "quickstart", "compare", "tune", "fit"}
 LIGHT_COMMANDS = {"list", "schema", "datasets", "validate"}  # no tensor work: torch threads left alone
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in LIGHTNING_COMMANDS:
-        _quiet_lightning()
     if args.command not in LIGHT_COMMANDS:
         from polymodal.threads import set_threads
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from polymodal.modalities import MODALITIES, modality, modality_types
 
@@ -295,7 +295,8 @@ class TrainingConfig(Strict):
     accelerator: str = "cpu"
     devices: int | str | list[int] = 1
     num_nodes: int = Field(1, ge=1, description="machines in a multi-node run (torchrun --nnodes, SLURM --nodes)")
-    strategy: str = Field("auto", description="Lightning strategy: auto | ddp | fsdp | deepspeed ...")
+    strategy: str = Field("auto", description="auto | ddp (data-parallel over devices x num_nodes processes); fsdp "
+                                              "and deepspeed are not supported")
     precision: Literal["32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"] = Field(
         "32-true", description="bf16-mixed: bfloat16 autocast (CPU, Ampere+ GPUs); 16-mixed: float16 with loss "
                                "scaling (GPUs)")
@@ -310,6 +311,14 @@ class TrainingConfig(Strict):
                           "and matching encoder, fusion and objective weights this run starts from")
     imbalance: ImbalanceConfig = Field(
         default_factory=ImbalanceConfig, description="modality-imbalance diagnostics and remedy")
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, value: str) -> str:
+        if value not in ("auto", "ddp"):
+            raise ValueError(f"{value!r} is not supported; use auto or ddp (every process holds the whole model; "
+                             "fsdp and deepspeed are not implemented, see docs/scale.md)")
+        return value
 
 
 class SearchParam(Strict):

@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import pytorch_lightning as pl
+from torch import nn
 
 from polymodal.config import Config, ConfigError, SearchParam, dump_config
 from polymodal.factory import parse_config
 from polymodal.tasks import build_task
+from polymodal.training.loop import Callback, Loop, monitor_mode
 
 if TYPE_CHECKING:
     import optuna
@@ -113,7 +114,7 @@ def suggest(trial: optuna.Trial, key: str, param: SearchParam) -> Any:
                                log=param.log)
 
 
-class PruningCallback(pl.Callback):
+class PruningCallback(Callback):
     """Reports the monitored validation metric to the trial after each validation; raises TrialPruned when
     the pruner says so."""
 
@@ -121,13 +122,13 @@ class PruningCallback(pl.Callback):
         self.trial = trial
         self.monitor = monitor
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, loop: Loop, module: nn.Module) -> None:
         import optuna
 
-        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+        if self.monitor not in loop.callback_metrics:
             return
-        epoch = trainer.current_epoch
-        self.trial.report(float(trainer.callback_metrics[self.monitor]), step=epoch)
+        epoch = loop.current_epoch
+        self.trial.report(float(loop.callback_metrics[self.monitor]), step=epoch)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"epoch {epoch}: {self.monitor} below the median of earlier trials")
 
@@ -145,13 +146,14 @@ def make_study(config: Config, storage: str, study_name: str, seed: int) -> optu
     import optuna
 
     task = build_task(config.target)
+    mode = monitor_mode(config.training.monitor or f"val_{task.monitor}", task.mode)
     assert config.tune is not None
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
     if config.tune.pruner == "median":
         pruner = optuna.pruners.MedianPruner(n_startup_trials=config.tune.startup_trials,
                                              n_warmup_steps=config.tune.warmup_epochs)
     return optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
-                               direction="maximize" if task.mode == "max" else "minimize",
+                               direction="maximize" if mode == "max" else "minimize",
                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
 
 
@@ -170,7 +172,7 @@ def tune(config: Config, trials: int, out: Path | None = None, storage: str | No
     existing = _count_trials(storage, study_name)
     study = make_study(config, storage, study_name, seed=config.training.seed + existing)  # new draws on resume
     monitor = config.training.monitor or f"val_{build_task(config.target).monitor}"
-    mode = build_task(config.target).mode
+    mode = monitor_mode(monitor, build_task(config.target).mode)
 
     def objective(trial: optuna.Trial) -> float:
         from polymodal.training.fit import train

@@ -258,7 +258,7 @@ def make_loader(dataset: MultimodalDataset, batch_size: int, shuffle: bool, num_
 
 
 class EpochShuffle(RandomSampler):
-    """A shuffle drawn from (seed, epoch) alone (Lightning calls `set_epoch`): a resumed run sees, from the epoch
+    """A shuffle drawn from (seed, epoch) alone (the training loop calls `set_epoch`): a resumed run sees, from the epoch
     it resumes at, the order the uninterrupted run saw."""
 
     def __init__(self, dataset: Dataset[Batch], seed: int) -> None:

@@ -44,7 +44,7 @@ def _pyplot():  # type: ignore[no-untyped-def]
 
 
 def plot_curves(log_csv: Path, out: Path) -> bool:
-    """Loss (left) and validation metrics (right) per epoch from Lightning's CSV log."""
+    """Loss (left) and validation metrics (right) per epoch from the training loop's CSV log."""
     if not log_csv.is_file():
         return False
     frame = pd.read_csv(log_csv).groupby("epoch").max(numeric_only=True)

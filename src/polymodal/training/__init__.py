@@ -1,1 +1,1 @@
-"""Training with Lightning; the model code imports without it."""
+"""Training: polymodal's own loop over PyTorch; the model code imports without it."""

@@ -1,16 +1,14 @@
-"""Lightning checkpoints without the unchanged tensors of weight packages (frozen pretrained encoders).
+"""Training checkpoints without the unchanged tensors of weight packages (frozen pretrained encoders).
 
-`PackagedCheckpoints` leaves them out of every checkpoint it sees saved and lists their names under
-`packaged_tensors`; the model is always built from the same packages before a checkpoint is loaded into it, so those
-tensors are already in place (`load_checkpoint_state`, and Lightning's resume with non-strict loading followed by
-the same check).
+`strip_packaged` leaves them out of the state a checkpoint stores and lists their names under `packaged_tensors`;
+the model is always built from the same packages before a checkpoint is loaded into it, so those tensors are
+already in place (`load_checkpoint_state` checks that every other tensor is in the checkpoint).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 
@@ -19,22 +17,10 @@ from polymodal.encoders.pretrained.reference import split_state
 KEY = "packaged_tensors"
 
 
-class PackagedCheckpoints(pl.Callback):
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        pl_module.strict_loading = False  # resume: the referenced tensors are absent; checked in on_load_checkpoint
-
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
-                           ) -> None:
-        _, refs = split_state(pl_module)
-        names = [t for ref in refs.values() for t in ref["tensors"]]
-        state = checkpoint["state_dict"]
-        for name in names:
-            state.pop(name, None)
-        checkpoint[KEY] = names
-
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
-                           ) -> None:
-        check_complete(pl_module, checkpoint)
+def strip_packaged(module: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The module's tensors to store (on the CPU, detached) and the names of the package tensors left out."""
+    state, refs = split_state(module)
+    return state, [t for ref in refs.values() for t in ref["tensors"]]
 
 
 def check_complete(module: nn.Module, checkpoint: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""`train(config)`: data -> fitted processors -> model -> Lightning fit -> run directory.
+"""`train(config)`: data -> fitted processors -> model -> the training loop -> run directory.
 
 Pretraining and fine-tuning: a self-supervised run is a run with task `retrieval` (it reads no labels; add a
 `reconstruction` objective to pretrain the fusion too). A labelled run with `training.init_from: RUN_DIR` then
@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import torch
 
 from polymodal.config import Config
@@ -54,9 +52,9 @@ from polymodal.rundir import (
 from polymodal.tasks import Multilabel, Task
 from polymodal.training.thresholds import tune_thresholds
 
-if TYPE_CHECKING:  # Lightning is imported when training starts: reading the data (prepare) does not need it
-    import pytorch_lightning as pl
-
+if TYPE_CHECKING:
+    from polymodal.training.distributed import Processes
+    from polymodal.training.loop import Callback, Loop
     from polymodal.training.module import PolymodalModule
 
 log = logging.getLogger(__name__)
@@ -135,88 +133,60 @@ def prepare_streaming(config: Config) -> Prepared:
     return Prepared(processors, task, datasets, data.skipped, stream=data.train)
 
 
-def make_trainer(config: Config, run_dir: Path, monitor: str, mode: str,
-                 extra: Sequence[pl.Callback] = ()) -> pl.Trainer:
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
-    from pytorch_lightning.loggers import CSVLogger
-
-    cfg = config.training
-    callbacks: list[pl.Callback] = [
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True),
-        *extra,
-    ]
-    if cfg.patience is not None:
-        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience))
-    if cfg.progress_bar:
-        callbacks.append(TQDMProgressBar(leave=False))
-    return pl.Trainer(
-        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy,
-        precision=cfg.precision, gradient_clip_val=cfg.grad_clip, accumulate_grad_batches=cfg.accumulate_grad_batches,
-        deterministic=cfg.deterministic, callbacks=callbacks, enable_progress_bar=cfg.progress_bar,
-        logger=CSVLogger(str(run_dir), name="logs", version=""), enable_model_summary=False, log_every_n_steps=1,
-        num_sanity_val_steps=0,
-    )
-
-
-def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback] = (),
+def train(config: Config, resume: bool = False, callbacks: Sequence[Callback] = (),
           overwrite: bool = False, report: bool = True, prepared: Prepared | None = None) -> TrainResult:
-    """Train the model a config describes and write its run directory (`callbacks`: extra Lightning callbacks,
-    e.g. the pruning callback of `polymodal tune`; `report=False` skips the report, e.g. for `fit`'s candidates,
+    """Train the model a config describes and write its run directory (`callbacks`: extra `training.loop.Callback`
+    hooks, e.g. the pruning of `polymodal tune`; `report=False` skips the report, e.g. for `fit`'s candidates,
     which `polymodal report RUN_DIR` can still write later; `prepared`: this config's data as `prepare(config)`
     returns it, decoded once for several runs).
 
     The run is written into a temporary folder and moved into place when complete; an existing run directory is
     replaced only with `overwrite`. `resume` continues an interrupted (or finished) run from its last checkpoint,
-    exactly as it would have gone on (CPU, `num_workers: 0`)."""
-    import pytorch_lightning as pl
-    from pytorch_lightning.utilities import rank_zero_only
+    exactly as it would have gone on. With `training.devices: N` (or under torchrun / SLURM) every process runs
+    this function; rank 0 writes the run."""
+    from polymodal.training import distributed
 
-    from polymodal.training.checkpoint_refs import PackagedCheckpoints
-    from polymodal.training.guards import LIKELY_CAUSES, FiniteGuard, NonFiniteError, RngState, first_nonfinite
+    procs = distributed.start(config.training)
+    try:
+        return train_process(config, procs, resume, callbacks, overwrite, report, prepared)
+    finally:
+        distributed.finish(procs)
+
+
+def train_process(config: Config, procs: Processes, resume: bool, callbacks: Sequence[Callback], overwrite: bool,
+                  report: bool, prepared: Prepared | None) -> TrainResult:
+    """`train` in one process of the run (the only one, or one rank of several)."""
+    from polymodal.training.guards import LIKELY_CAUSES, NonFiniteError, first_nonfinite
+    from polymodal.training.loop import Loop, monitor_mode, seed_everything
     from polymodal.training.module import PolymodalModule
 
     run_dir = config.run_dir()
-    chief = rank_zero_only.rank == 0
-    work = start_run(run_dir, resume, overwrite) if chief else partial_dir(run_dir)
-    pl.seed_everything(config.training.seed, workers=True, verbose=False)
+    work = start_run(run_dir, resume, overwrite) if procs.chief else partial_dir(run_dir)
+    seed_everything(config.training.seed)
     prep = prepared if prepared is not None else prepare(config)
     model = build_model(config, prep.processors, prep.task.num_outputs)
     if config.training.init_from is not None:
         loaded = init_weights(model, config.training.init_from)
         log.info("initialized %d tensors from %s", len(loaded), config.training.init_from)
-    if chief:
+    if procs.chief:
         save_pipeline(work, config, prep.processors, prep.task)
     module = PolymodalModule(model, prep.task, prep.processors, config.training,
                              {o.name: o.weight for o in config.objectives},
                              {m: spec.train for m, spec in config.modalities.items()})
     monitor = config.training.monitor or f"val_{prep.task.monitor}"
-    trainer = make_trainer(config, work, monitor, prep.task.mode,
-                           [FiniteGuard(), RngState(), PackagedCheckpoints(), *callbacks])
-    last = work / "checkpoints" / "last.ckpt"
+    loop = Loop(module, config.training, procs, work, monitor, monitor_mode(monitor, prep.task.mode), callbacks)
     cfg = config.training
     train_data = prep.stream if prep.stream is not None else prep.datasets["train"]
     data = use_feature_cache(config, model.encoders, prep.processors,  # frozen encoders: stored features
                              {**prep.datasets, "train": train_data}, device=feature_device(cfg))
-    loaders = [make_loader(data["train"], cfg.batch_size, True, cfg.num_workers, cfg.seed),
-               make_loader(data["val"], cfg.batch_size, False, cfg.num_workers)]
-    log_csv = work / "logs" / "metrics.csv"
-    previous = pd.read_csv(log_csv) if resume and log_csv.is_file() else None
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*number of training batches.*")
-        warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")  # ours is exact
-        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # frozen encoders
-        trainer.fit(module, *loaders, ckpt_path=str(last) if resume else None, weights_only=True)
+    loop.fit(make_loader(data["train"], cfg.batch_size, True, cfg.num_workers, cfg.seed),
+             make_loader(data["val"], cfg.batch_size, False, cfg.num_workers), resume=resume)
     seconds = time.perf_counter() - start
-    if previous is not None and trainer.global_rank == 0:
-        merge_log(log_csv, previous)
-    if trainer.global_rank != 0:
-        return TrainResult(run_dir, {}, count_parameters(model), seconds, trainer.current_epoch)
-    load_best(module, trainer)
+    if not procs.chief:
+        return TrainResult(run_dir, {}, count_parameters(model), seconds, loop.current_epoch)
+    load_best(module, loop)
+    module.to(torch.float32)  # a `*-true` precision trained in another dtype: the run is saved in float32
     bad = first_nonfinite(model)
     if bad is not None:
         raise NonFiniteError(f"training ended with weight {bad!r} not finite; nothing was saved as a finished run. "
@@ -228,31 +198,22 @@ def train(config: Config, resume: bool = False, callbacks: Sequence[pl.Callback]
     save_weights(work, model)
     metrics = evaluate_splits(model, prep, data)
     write_json(work / METRICS, {"params": count_parameters(model), "train_seconds": seconds,
-                                "epochs": trainer.current_epoch, "skipped": prep.skipped, **metrics})
+                                "epochs": loop.current_epoch, "skipped": prep.skipped, **metrics})
     write_manifest(work)
     if report:
         from polymodal.evaluation.report import write_report
 
         write_report(work)
     finish_run(work, run_dir)
-    return TrainResult(run_dir, metrics, count_parameters(model), seconds, trainer.current_epoch, prep.skipped)
+    return TrainResult(run_dir, metrics, count_parameters(model), seconds, loop.current_epoch, prep.skipped)
 
 
-def merge_log(log_csv: Path, previous: pd.DataFrame) -> None:
-    """Lightning's CSV logger starts a fresh file on resume: put the epochs before the resume point back."""
-    current = pd.read_csv(log_csv) if log_csv.is_file() else previous.iloc[:0]
-    first = current["epoch"].min() if len(current) else float("inf")
-    pd.concat([previous[previous["epoch"] < first], current]).to_csv(log_csv, index=False)
-
-
-def load_best(module: PolymodalModule, trainer: pl.Trainer) -> None:
-    """Load the best checkpoint's weights (tensors only) into the module."""
+def load_best(module: PolymodalModule, loop: Loop) -> None:
+    """Load the best epoch's checkpoint weights (tensors only) into the module."""
     from polymodal.training.checkpoint_refs import load_checkpoint_state
 
-    ckpt = trainer.checkpoint_callback
-    path = getattr(ckpt, "best_model_path", "")
-    if path and Path(path).is_file():
-        load_checkpoint_state(module, torch.load(path, map_location="cpu", weights_only=True))  # packages' tensors kept
+    if loop.best_path.is_file():
+        load_checkpoint_state(module, torch.load(loop.best_path, map_location="cpu", weights_only=True))
 
 
 def evaluate_splits(model: MultimodalModel, prep: Prepared, data: dict[str, Any]) -> dict[str, dict[str, float]]:

@@ -57,18 +57,30 @@ def probe_gradients(probe: nn.Linear, x: Tensor, target: Tensor, present: Tensor
 
     x: (B, D) features; target: (B,) class indices; present: (B,) bool.
     """
-    x = torch.where(present[:, None], x, 0.0)  # (B, D): a missing record's content cannot reach the sums
-    z = torch.addmm(probe.bias, x, probe.weight.T)  # (B, K)
-    if z.shape[1] == 1:
-        p = torch.sigmoid(z[:, 0])  # (B,)
+    d_weight, d_bias, true = stacked_probe_gradients(probe.weight[None], probe.bias[None], x[None], target,
+                                                     present[None])
+    return [d_weight[0], d_bias[0]], true[0]
+
+
+def stacked_probe_gradients(weight: Tensor, bias: Tensor, x: Tensor, target: Tensor, present: Tensor
+                            ) -> tuple[Tensor, Tensor, Tensor]:
+    """`probe_gradients` of M probes of the same width at once (one kernel per step for all modalities).
+
+    weight: (M, K, D); bias: (M, K); x: (M, B, D); target: (B,); present: (M, B) bool.
+    Returns dW (M, K, D), db (M, K), true-class probabilities (M, B).
+    """
+    x = torch.where(present[..., None], x, 0.0)  # (M, B, D): a missing record's content cannot reach the sums
+    z = torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))  # (M, B, K)
+    if z.shape[2] == 1:
+        p = torch.sigmoid(z[..., 0])  # (M, B)
         true = torch.where(target.bool(), p, 1.0 - p)
-        residual = (p - target.to(p))[:, None]  # (B, 1) = dL/dz per record
+        residual = (p - target.to(p))[..., None]  # (M, B, 1) = dL/dz per record
     else:
-        probs = z.softmax(1)  # (B, K)
-        true = probs.gather(1, target[:, None].long()).squeeze(1)
-        residual = probs - nn.functional.one_hot(target.long(), z.shape[1]).to(probs)  # (B, K)
-    residual = residual * (present.to(z) / present.sum().clamp_min(1))[:, None]
-    return [residual.T @ x, residual.sum(0)], true
+        probs = z.softmax(2)  # (M, B, K)
+        true = probs.gather(2, target.long()[None, :, None].expand(len(z), -1, 1)).squeeze(2)  # (M, B)
+        residual = probs - nn.functional.one_hot(target.long(), z.shape[2]).to(probs)  # (M, B, K)
+    residual = residual * (present.to(z) / present.sum(1, keepdim=True).clamp_min(1))[..., None]
+    return torch.bmm(residual.transpose(1, 2), x), residual.sum(1), true
 
 
 class ForeachAdam:
@@ -95,7 +107,7 @@ class ForeachAdam:
 class Imbalance(nn.Module):
     """Imbalance diagnostics and the configured remedy for one training module (never saved with the model).
 
-    The LightningModule calls it at each hook: `unimodal_losses` and `loss` in the training step, `observe_train`
+    The training module calls it at each hook: `unimodal_losses` and `loss` in the training step, `observe_train`
     and `observe_val` on each batch, `before_optimizer_step` and `after_optimizer_step`, and the epoch ends,
     which return what to log. It runs the diagnostics itself and hands every hook on to the remedy (`self.remedy`,
     built from the `REMEDIES` registry by `config.method`).
@@ -172,9 +184,21 @@ class Imbalance(nn.Module):
         device = next(iter(features.values())).device.type
         precise = torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else nullcontext()
         with torch.no_grad(), precise:  # float32 probes under mixed precision too
-            for m, probe in self.probes.items():
-                g, true[m] = probe_gradients(probe, features[m].float(), batch.target, batch.present[m])
-                grads += g
+            probes = list(self.probes.values())
+            if len({p.weight.shape for p in probes}) == 1:  # one batched step for every modality
+                names = list(self.probes)
+                dtype = probes[0].weight.dtype
+                d_weight, d_bias, stacked = stacked_probe_gradients(
+                    torch.stack([p.weight for p in probes]), torch.stack([p.bias for p in probes]),
+                    torch.stack([features[m].to(dtype) for m in names]), batch.target,
+                    torch.stack([batch.present[m] for m in names]))
+                grads = [g for i in range(len(names)) for g in (d_weight[i], d_bias[i])]  # parameters() order
+                true = dict(zip(names, stacked.unbind(0)))
+            else:
+                for m, probe in self.probes.items():
+                    g, true[m] = probe_gradients(probe, features[m].to(probe.weight.dtype), batch.target,
+                                                 batch.present[m])
+                    grads += g
             self._probe_optimizer.step(grads)
         return true
 
@@ -184,7 +208,7 @@ class Imbalance(nn.Module):
             return
         for m, probe in self.probes.items():
             keep = batch.present[m]
-            pred = self.task.class_index(probe(out.features[m].float()))  # type: ignore[attr-defined]
+            pred = self.task.class_index(probe(out.features[m].to(probe.weight.dtype)))  # type: ignore[attr-defined]
             hits = (pred[keep] == batch.target[keep]).sum().float()
             self._probe_hits[m] = self._probe_hits.get(m, 0.0) + torch.stack([hits, keep.sum().to(hits)])
         self.remedy.observe_val(batch, out, lambda: self.unimodal_losses(batch, out))

@@ -1,5 +1,5 @@
-"""The LightningModule: task loss + weighted objectives (+ an imbalance remedy), AdamW with warmup + cosine,
-metrics and imbalance diagnostics over whole epochs."""
+"""The training module: task loss + weighted objectives (+ an imbalance remedy), AdamW with warmup + cosine,
+metrics and imbalance diagnostics over whole epochs. `training.loop.Loop` calls its hooks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
@@ -19,10 +18,11 @@ from polymodal.model import MultimodalModel
 from polymodal.output import Output
 from polymodal.processors import Processor
 from polymodal.tasks import Task
+from polymodal.training import distributed
 from polymodal.training.imbalance import Imbalance
 
 
-class PolymodalModule(pl.LightningModule):
+class PolymodalModule(nn.Module):
     """Trains a MultimodalModel on one task, plus the model's objectives.
 
     Args:
@@ -71,11 +71,12 @@ class PolymodalModule(pl.LightningModule):
     def forward(self, batch: Batch) -> Output:
         return self.model(batch)
 
-    def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int) -> Batch:
+    def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int = 0) -> Batch:
         return batch if batch.index.device == device else batch.to(device)
 
-    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
-        return to_model_inputs(batch, self.processors, train=self.training)
+    def prepare_batch(self, batch: Batch, device: torch.device) -> Batch:
+        """On the device, with each processor's batch-level normalization (and augmentation when training)."""
+        return to_model_inputs(self.transfer_batch_to_device(batch, device), self.processors, train=self.training)
 
     def objective_losses(self, batch: Batch, out: Output) -> dict[str, Tensor]:
         """Each objective's (unweighted) loss by name."""
@@ -98,32 +99,32 @@ class PolymodalModule(pl.LightningModule):
         self._train_count += batch.size
         return loss
 
-    def on_train_epoch_start(self) -> None:
-        self.set_frozen(self.current_epoch)
+    def on_train_epoch_start(self, epoch: int) -> None:
+        self.set_frozen(epoch)
         self._train_sums: dict[str, Tensor] = {}
         self._train_count = 0
         self.imbalance.reset_train()
 
-    def on_train_epoch_end(self) -> None:
-        for name, total in self._train_sums.items():
-            mean = self.trainer.strategy.reduce(total / max(1, self._train_count), reduce_op="mean")
-            self.log("train_loss" if name == "loss" else f"train_{name}", mean)
-        for name, value in self.imbalance.train_epoch_end(self._reduce).items():
-            self.log(name, value)
+    def train_epoch_end(self) -> dict[str, Tensor]:
+        """The training epoch's logs: mean losses over all processes, diagnostics, the remedy's values."""
+        logs = {("train_loss" if name == "loss" else f"train_{name}"): self._reduce(total / max(1, self._train_count),
+                                                                                   "mean")
+                for name, total in self._train_sums.items()}
+        return logs | self.imbalance.train_epoch_end(self._reduce)
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.imbalance.before_optimizer_step(self.model, self._reduce, self.current_epoch)  # OGM-GE, grad norms
+    def before_optimizer_step(self, epoch: int) -> None:
+        """After backward (and unscaling), before clipping and the step."""
+        self.imbalance.before_optimizer_step(self.model, self._reduce, epoch)  # OGM-GE, grad norms
 
-    def optimizer_step(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().optimizer_step(*args, **kwargs)
+    def after_optimizer_step(self) -> None:
         self.imbalance.after_optimizer_step(self.model)  # OGM-GE on the parameter change (ogm_scale: step)
         for objective in self.model.objectives.values():  # e.g. the contrastive temperature's clamp
             objective.after_step()
 
     def _reduce(self, x: Tensor, op: str) -> Tensor:
-        return self.trainer.strategy.reduce(x, reduce_op=op)
+        return distributed.reduce(x, op)
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+    def validation_step(self, batch: Batch) -> None:
         out = self.model(batch)
         losses = {"loss": self.task.loss(out.logits, batch.target), **self.objective_losses(batch, out)}
         for name, value in losses.items():  # summed here, logged once per epoch (as in training)
@@ -140,13 +141,14 @@ class PolymodalModule(pl.LightningModule):
         self._val_sums: dict[str, Tensor] = {}
         self._val_count = 0
 
-    def on_validation_epoch_end(self) -> None:
-        for name, total in self._val_sums.items():
-            self.log(f"val_{name}", self._reduce(total / max(1, self._val_count), "mean"))
-        for name, value in self.imbalance.val_epoch_end(self._reduce).items():
-            self.log(name, value)
+    def validation_epoch_end(self) -> dict[str, Tensor]:
+        """The validation epoch's logs: losses (weighted by each process's record count), probe accuracies and the
+        task's metrics over the records of all processes."""
+        count = self._reduce(torch.tensor(float(self._val_count)), "sum").clamp_min(1.0)
+        logs = {f"val_{name}": self._reduce(total, "sum") / count for name, total in self._val_sums.items()}
+        logs |= self.imbalance.val_epoch_end(self._reduce)
         if not self._val_logits:
-            return
+            return logs
         logits = self._gather(torch.cat(self._val_logits))
         target = self._gather(torch.cat(self._val_targets)) if self._val_targets else None
         embeddings = {m: self._gather(torch.cat([e[m] for e in self._val_embeddings]))
@@ -154,22 +156,21 @@ class PolymodalModule(pl.LightningModule):
         self._val_logits.clear()
         self._val_targets.clear()
         self._val_embeddings.clear()
-        for name, value in self.task.metrics(logits, target, embeddings).items():  # type: ignore[arg-type]
-            self.log(f"val_{name}", value)
+        metrics = self.task.metrics(logits, target, embeddings)  # type: ignore[arg-type]
+        return logs | {f"val_{name}": torch.as_tensor(value) for name, value in metrics.items()}
 
     def _gather(self, x: Tensor) -> Tensor:
-        """(N, ...) from this process -> (N * world, ...) from all of them (as is on one device)."""
-        gathered = self.all_gather(x)
-        return gathered.flatten(0, gathered.dim() - x.dim())
+        """(N_r, ...) from each process -> (sum N_r, ...) (as is in one process)."""
+        return distributed.gather(x)
 
-    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+    def configure_optimizers(self, total: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+        """AdamW over `param_groups`, and its per-step schedule for `total` optimizer steps."""
         cfg = self.training_config
         groups = self.param_groups()
         opt = torch.optim.AdamW(groups, lr=cfg.lr, fused=fused_adam(groups, cfg.precision))
-        total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(total - 1, int(cfg.warmup_epochs * total / cfg.epochs))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, warmup, total, cfg.scheduler))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return opt, sched
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Weight-decayed and not decayed parameters, per learning rate: encoders with their own `lr` get their

@@ -70,7 +70,7 @@ class Remedy(nn.Module):
              unimodal: Mapping[str, Tensor]) -> Tensor:
         """The loss to back-propagate from the task loss, the `others` (fusion auxiliary losses and weighted
         objectives) and the unimodal losses (`heads`: the coordinator's unimodal heads, possibly empty)."""
-        return torch.stack([task_loss, *others]).sum()
+        return torch.stack([task_loss, *others]).sum() if others else task_loss
 
     def unimodal_scores(self, out: Output, batch: Batch) -> dict[str, Tensor] | None:
         """Per-modality logits (B, K) whose true-class probability is the confidence (`own_scores` remedies)."""
