@@ -44,37 +44,48 @@ def yardstick(tmp: Path) -> float:
     return time.perf_counter() - start
 
 
-def run_quickstart(data: Path, out: str, seed: int, src: str | None) -> tuple[subprocess.CompletedProcess[str], float]:
-    """The quickstart in a child process (with `src` first on PYTHONPATH if given), and its wall seconds."""
+def run_quickstart(data: Path, out: str, seed: int, src: str | None
+                   ) -> tuple[subprocess.CompletedProcess[str], float, float]:
+    """The quickstart in a child process (with `src` first on PYTHONPATH if given); its wall and CPU seconds."""
     env = {**os.environ, "POLYMODAL_DATA": str(data)}
     if src:
         env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), child_cpu()
     proc = subprocess.run([sys.executable, "-m", "polymodal.cli", "quickstart", "--out", out, "--seed", str(seed)],
                           env=env, capture_output=True, text=True)
-    return proc, time.perf_counter() - start
+    return proc, time.perf_counter() - start, child_cpu() - cpu
+
+
+def child_cpu() -> float:
+    """CPU seconds of the finished child processes so far: less sensitive than wall time to other jobs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def compare(baseline: str, seed: int, rounds: int) -> None:
     """This tree and `baseline` alternately on a warm dataset cache ($POLYMODAL_DATA if set, else built first);
     the ratio of their mean wall times."""
     walls: dict[str, list[float]] = {"this": [], "baseline": []}
+    cpus: dict[str, list[float]] = {"this": [], "baseline": []}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(os.environ.get("POLYMODAL_DATA") or Path(tmp) / "data")
-        subprocess.run([sys.executable, "-c", "from polymodal.datasets import DATASETS; DATASETS['av_digits'].materialize()"],
-                       env={**os.environ, "POLYMODAL_DATA": str(data)}, check=True)
+        warm = "from polymodal.datasets import DATASETS; DATASETS['av_digits'].materialize()"
+        subprocess.run([sys.executable, "-c", warm], env={**os.environ, "POLYMODAL_DATA": str(data)}, check=True)
         for r in range(rounds):
             for name, src in (("this", None), ("baseline", baseline)):
                 load = os.getloadavg()[0]
-                proc, wall = run_quickstart(data, str(Path(tmp) / name), seed, src)
+                proc, wall, cpu = run_quickstart(data, str(Path(tmp) / name), seed, src)
                 if proc.returncode != 0:
                     sys.exit(proc.stderr)
                 walls[name].append(wall)
-                print(f"round {r + 1} {name:<8} wall {wall:6.1f} s  load (1 min) {load:.2f} -> "
+                cpus[name].append(cpu)
+                print(f"round {r + 1} {name:<8} wall {wall:6.1f} s  cpu {cpu:6.1f} s  load (1 min) {load:.2f} -> "
                       f"{os.getloadavg()[0]:.2f}\n{proc.stdout}", flush=True)
     mean = {k: sum(v) / len(v) for k, v in walls.items()}
-    print(f"this tree / baseline: {mean['this'] / mean['baseline']:.2f} (mean wall {mean['this']:.1f} s vs "
-          f"{mean['baseline']:.1f} s over {rounds} interleaved pair(s))")
+    cpu_mean = {k: sum(v) / len(v) for k, v in cpus.items()}
+    print(f"this tree / baseline: wall {mean['this'] / mean['baseline']:.2f} (mean {mean['this']:.1f} s vs "
+          f"{mean['baseline']:.1f} s), cpu {cpu_mean['this'] / cpu_mean['baseline']:.2f} (mean "
+          f"{cpu_mean['this']:.1f} s vs {cpu_mean['baseline']:.1f} s) over {rounds} interleaved pair(s)")
 
 
 def main() -> None:
@@ -91,7 +102,7 @@ def main() -> None:
     loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         sticks = [yardstick(Path(tmp))] if args.yardstick else []
-        proc, wall = run_quickstart(Path(tmp) / "data", args.out or str(Path(tmp) / "qs"), args.seed, None)
+        proc, wall, cpu = run_quickstart(Path(tmp) / "data", args.out or str(Path(tmp) / "qs"), args.seed, None)
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         loads.append(os.getloadavg()[0])
         if args.yardstick:
@@ -100,7 +111,8 @@ def main() -> None:
     print(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "")
     if proc.returncode != 0:
         sys.exit(proc.stderr)
-    print(f"cores: {os.cpu_count()}  wall: {wall:.1f} s (target < 90 s idle)  peak RSS: {peak_mb:.0f} MB "
+    print(f"cores: {os.cpu_count()}  wall: {wall:.1f} s (target < 90 s idle)  cpu: {cpu:.1f} s  "
+          f"peak RSS: {peak_mb:.0f} MB "
           f"(target < 2048 MB)  load average (1 min) before {loads[0]:.2f}, after {loads[1]:.2f}")
     if sticks:
         mean = sum(sticks) / len(sticks)

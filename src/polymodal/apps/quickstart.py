@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -102,10 +103,15 @@ def quickstart(out: Path, epochs: int = 8, seed: int = 0, variant: str = "mnist"
 def plan_processes(threads: int, models: int) -> tuple[int, int]:
     """(processes, torch threads each) for a budget of `threads`: small models gain more from training side by
     side, one thread each, than from sharing threads within one model. One process where fork is unavailable."""
-    if threads < 2 or "fork" not in multiprocessing.get_all_start_methods():
+    if threads < 2 or not can_fork():
         return 1, max(1, threads)
     processes = min(threads, models)
     return processes, max(1, threads // processes)
+
+
+def can_fork() -> bool:
+    """Whether worker processes can be forked safely (Linux; macOS's fork is unsafe with system libraries)."""
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
 def train_all(job: Job, processes: int, threads: int) -> Iterator[tuple[str, Outcome]]:
