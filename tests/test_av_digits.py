@@ -51,15 +51,39 @@ def test_voices_are_disjoint_across_splits() -> None:
     assert set(split[~src["speaker_is_human"]]) == {"train", "val", "test"}
 
 
-@pytest.mark.slow
-def test_quickstart_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from polymodal.cli import main
+def test_quickstart_trains_side_by_side_with_one_thread_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    from polymodal.apps import quickstart
 
-    assert main(["quickstart", "--out", str(tmp_path / "qs"), "--epochs", "1"]) == 0
+    assert quickstart.plan_processes(1, 4) == (1, 1)  # a busy machine: one model at a time, one thread
+    assert quickstart.plan_processes(2, 4) == (2, 1)  # two idle cores: two models at a time
+    assert quickstart.plan_processes(3, 4) == (3, 1)
+    assert quickstart.plan_processes(8, 4) == (4, 2)  # never more processes than models
+    monkeypatch.setattr(quickstart, "can_fork", lambda: False)
+    assert quickstart.plan_processes(2, 4) == (1, 2)  # no fork: one process with the threads
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from polymodal.cli import main
+    from polymodal.datasets import DATASETS
+    from polymodal.predictor import Predictor
+
+    monkeypatch.setenv("POLYMODAL_THREADS", "2")  # two worker processes, whatever the machine's load
+    threads = torch.get_num_threads()
+    try:
+        assert main(["quickstart", "--out", str(tmp_path / "qs"), "--epochs", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     table = pd.read_csv(tmp_path / "qs" / "comparison.csv")
     assert list(table.columns) == ["model", "accuracy", "macro_f1", "params", "train_seconds"]
     assert table["model"].tolist() == ["image", "audio", "concat", "late"]
     for model in table["model"]:
         assert (tmp_path / "qs" / model / "model.safetensors").is_file()
     out = capsys.readouterr().out
-    assert "best unimodal model" in out and "*" in out
+    assert "best unimodal model" in out and "*" in out and "in 2 process(es)" in out
+    late = next(line for line in out.splitlines() if line.startswith("late "))
+    human = Predictor.load(tmp_path / "qs" / "late").evaluate(DATASETS["av_digits"].materialize() / "human.csv")
+    assert float(late.split()[-1]) == pytest.approx(human["accuracy"], abs=1e-4)  # decoded once, same accuracy

@@ -68,3 +68,18 @@ def test_padding_does_not_change_pooled_features(name: str) -> None:
     changed[key] = inputs[key].clone()
     changed[key][0, 3:] = 7 if key == "ids" else 99.0  # garbage in the padding of record 0
     assert torch.allclose(enc(inputs).pooled, enc(changed).pooled, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["image_cnn", "audio_cnn"])
+def test_cnn_channels_last_layout_stays_inside(name: str, tmp_path: Any) -> None:
+    from safetensors.torch import load_file, save_file
+
+    enc = build(name)
+    inputs = make_inputs(enc.modalities[0])
+    enc.eval()
+    out = enc(inputs).pooled
+    assert out.is_contiguous() and torch.isfinite(out).all()
+    save_file(enc.state_dict(), str(tmp_path / "w.safetensors"))  # stored weights keep the default layout
+    again = build(name).eval()
+    again.load_state_dict(load_file(str(tmp_path / "w.safetensors")))
+    assert torch.equal(again(inputs).pooled, out)

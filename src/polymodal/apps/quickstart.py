@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
+import torch
 
 from polymodal.config import Config
+from polymodal.data.dataset import MultimodalDataset, decode, raise_on_fatal
+from polymodal.data.sources import read_table
+from polymodal.data.splits import Table
 from polymodal.datasets import DATASETS
+from polymodal.evaluation.inference import predict_outputs
 from polymodal.factory import parse_config
-from polymodal.predictor import Predictor
-from polymodal.training.fit import prepare, train
+from polymodal.rundir import load_run
+from polymodal.training.fit import Prepared, prepare, train
 
 COLUMNS = ["model", "accuracy", "macro_f1", "params", "train_seconds"]
 MODELS: dict[str, tuple[list[str], str]] = {
@@ -20,6 +29,29 @@ MODELS: dict[str, tuple[list[str], str]] = {
     "concat": (["image", "audio"], "concat"),
     "late": (["image", "audio"], "late"),
 }
+LONGEST_FIRST = ["late", "concat", "audio", "image"]  # training order when several processes share the work
+
+
+class Outcome(NamedTuple):
+    """One trained model's row of the table and its accuracy on the human-voice records."""
+
+    row: list[Any]
+    human_accuracy: float
+
+
+class Job(NamedTuple):
+    """What every model's training shares (inherited by forked worker processes, not pickled)."""
+
+    dataset: str
+    out: Path
+    epochs: int
+    seed: int
+    report: bool
+    decoded: Prepared
+    human: MultimodalDataset
+
+
+_JOB: Job | None = None  # set in the parent before forking; read by train_one in the workers
 
 
 def av_digits_config(dataset: str, modalities: list[str], fusion: str, out: Path, epochs: int, seed: int) -> Config:
@@ -51,22 +83,82 @@ def quickstart(out: Path, epochs: int = 8, seed: int = 0, variant: str = "mnist"
     dataset = "av_digits" if variant == "mnist" else f"av_digits_{variant}"
     data_root = DATASETS[dataset].materialize()
     print(f"{dataset} at {data_root}")
-    rows, transfer = [], {}
+    processes, threads = plan_processes(torch.get_num_threads(), len(MODELS))
+    print(f"training {len(MODELS)} models in {processes} process(es), {threads} torch thread(s) each")
     decoded = prepare(av_digits_config(dataset, ["image", "audio"], "concat", out / "data", epochs, seed))
-    for name, (modalities, fusion) in MODELS.items():
-        result = train(av_digits_config(dataset, modalities, fusion, out / name, epochs, seed), overwrite=True,
-                       report=report, prepared=decoded.select(modalities))
-        test = result.metrics["test"]
-        rows.append([name, test["accuracy"], test["macro_f1"], result.params, result.train_seconds])
-        transfer[name] = Predictor.load(out / name).evaluate(data_root / "human.csv")["accuracy"]
-        print(f"  trained {name:<7} test accuracy {test['accuracy']:.4f} in {result.train_seconds:.1f} s")
-    table = pd.DataFrame(rows, columns=COLUMNS)
+    human = decode_table(data_root / "human.csv", decoded)
+    outcomes: dict[str, Outcome] = {}
+    for name, outcome in train_all(Job(dataset, out, epochs, seed, report, decoded, human), processes, threads):
+        outcomes[name] = outcome
+        print(f"  trained {name:<7} test accuracy {outcome.row[1]:.4f} in {outcome.row[4]:.1f} s", flush=True)
+    table = pd.DataFrame([outcomes[name].row for name in MODELS], columns=COLUMNS)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "comparison.csv", index=False)
-    print(format_table(table, transfer))
+    print(format_table(table, {name: o.human_accuracy for name, o in outcomes.items()}))
     if not report:
         print(f"reports: polymodal report {out / 'concat'} (and likewise for the other runs)")
     return table
+
+
+def plan_processes(threads: int, models: int) -> tuple[int, int]:
+    """(processes, torch threads each) for a budget of `threads`: small models gain more from training side by
+    side, one thread each, than from sharing threads within one model. One process where fork is unavailable."""
+    if threads < 2 or not can_fork():
+        return 1, max(1, threads)
+    processes = min(threads, models)
+    return processes, max(1, threads // processes)
+
+
+def can_fork() -> bool:
+    """Whether worker processes can be forked safely (Linux; macOS's fork is unsafe with system libraries)."""
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+def train_all(job: Job, processes: int, threads: int) -> Iterator[tuple[str, Outcome]]:
+    """Train every model, longest first, in `processes` forked processes (in this one when 1), as they finish."""
+    global _JOB
+    _JOB, parent_threads = job, torch.get_num_threads()
+    try:
+        if processes == 1:
+            for name in MODELS:
+                yield name, train_one(name)
+            return
+        torch.set_num_threads(1)  # no thread pool in the parent when it forks (libgomp's pool does not survive)
+        context = multiprocessing.get_context("fork")  # children inherit the decoded table, not a pickled copy
+        with ProcessPoolExecutor(processes, mp_context=context, initializer=torch.set_num_threads,
+                                 initargs=(threads,)) as pool:
+            futures = {pool.submit(train_one, name): name for name in LONGEST_FIRST}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+    finally:
+        _JOB = None
+        torch.set_num_threads(parent_threads)
+
+
+def train_one(name: str) -> Outcome:
+    """Train MODELS[name] on the shared decoded table; evaluate it on the human-voice records."""
+    assert _JOB is not None, "quickstart() sets the shared job before training"
+    job = _JOB
+    modalities, fusion = MODELS[name]
+    config = av_digits_config(job.dataset, modalities, fusion, job.out / name, job.epochs, job.seed)
+    result = train(config, overwrite=True, report=job.report, prepared=job.decoded.select(modalities))
+    test = result.metrics["test"]
+    human = accuracy_on(job.out / name, job.human.select(modalities))
+    return Outcome([name, test["accuracy"], test["macro_f1"], result.params, result.train_seconds], human)
+
+
+def decode_table(path: Path, prepared: Prepared) -> MultimodalDataset:
+    """A labelled table decoded once for every model (the processors' fitted statistics apply per batch)."""
+    decoded = decode(Table(read_table(path), path.parent, path.name), prepared.processors, prepared.task)
+    raise_on_fatal(decoded)
+    return MultimodalDataset(decoded, {m: p.ragged for m, p in prepared.processors.items()})
+
+
+def accuracy_on(run_dir: Path, dataset: MultimodalDataset) -> float:
+    """The accuracy of the run in `run_dir` on decoded records (what `Predictor.evaluate` computes from a file)."""
+    run = load_run(run_dir)
+    out, target = predict_outputs(run.model, run.processors, dataset)
+    return run.task.metrics(run.task.scores(out), target, out.embeddings)["accuracy"]  # type: ignore[arg-type]
 
 
 def format_table(table: pd.DataFrame, transfer: dict[str, float]) -> str:
