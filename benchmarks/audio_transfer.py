@@ -35,7 +35,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "mean_std + all (default)": {},
     "none + all augmentation": {"utterance_norm": "none"},
     "mean_std + all, speed 0.4": {"speed_perturb": 0.4},
-    "mean_std + all, speed 0.4, warp 0.2": {"speed_perturb": 0.4, "freq_warp": 0.2},
+    "mean + speed + warp": {**OFF, "utterance_norm": "mean", "speed_perturb": 0.15, "freq_warp": 0.1},
+    "mean_std + speed 0.3 + warp 0.2": {**OFF, "utterance_norm": "mean_std", "speed_perturb": 0.3,
+                                        "freq_warp": 0.2},
 }
 
 

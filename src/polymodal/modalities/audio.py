@@ -37,10 +37,10 @@ class AudioSpec(ModalityBase):
     source: Literal["file", "video"] = Field(
         "file", description="file: an audio file (wav, flac, ...) | video: the audio track of a video file (PyAV)")
     utterance_norm: Literal["none", "mean", "mean_std"] = Field(
-        "mean_std", description="log_mel frontend: per record and band, subtract the mean over the record's time "
+        "mean", description="log_mel frontend: per record and band, subtract the mean over the record's time "
                                 "steps (mean) and divide by their std (mean_std) before the training statistics; "
                                 "removes the record's gain and channel colouring | none: training statistics only")
-    spec_augment: bool = Field(True, description="while training: zero 2 random mel-band spans (up to 15% of the "
+    spec_augment: bool = Field(False, description="while training: zero 2 random mel-band spans (up to 15% of the "
                                                  "bands each) and 2 time spans (up to 10% of the steps each)")
     speed_perturb: float = Field(0.15, ge=0.0, lt=1.0, description="while training: stretch each record's time "
                                  "axis by a random factor in [1/(1+x), 1+x]; 0 turns it off")
