@@ -26,16 +26,16 @@ from polymodal.datasets import DATASETS
 from polymodal.datasets.av_digits import HUMAN_DEV_SPEAKERS, human_speakers
 
 OFF = {"utterance_norm": "none", "spec_augment": False, "speed_perturb": 0.0, "freq_warp": 0.0}
-SETTINGS: dict[str, dict[str, Any]] = {
+ALL = {"utterance_norm": "mean_std", "spec_augment": True, "speed_perturb": 0.15, "freq_warp": 0.1}
+SETTINGS: dict[str, dict[str, Any]] = {  # in the order they were tried
     "before (dataset statistics only)": OFF,
     "utterance mean": {**OFF, "utterance_norm": "mean"},
     "utterance mean_std": {**OFF, "utterance_norm": "mean_std"},
     "mean_std + spec_augment": {**OFF, "utterance_norm": "mean_std", "spec_augment": True},
     "mean_std + speed + warp": {**OFF, "utterance_norm": "mean_std", "speed_perturb": 0.15, "freq_warp": 0.1},
-    "mean_std + all (default)": {},
-    "none + all augmentation": {"utterance_norm": "none"},
-    "mean_std + all, speed 0.4": {"speed_perturb": 0.4},
-    "mean + speed + warp": {**OFF, "utterance_norm": "mean", "speed_perturb": 0.15, "freq_warp": 0.1},
+    "mean_std + all": ALL,
+    "mean_std + all, speed 0.4": {**ALL, "speed_perturb": 0.4},
+    "mean + speed + warp (the default)": {},
     "mean_std + speed 0.3 + warp 0.2": {**OFF, "utterance_norm": "mean_std", "speed_perturb": 0.3,
                                         "freq_warp": 0.2},
 }
