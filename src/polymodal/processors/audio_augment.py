@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 STD_FLOOR = 1e-3  # a constant band (silence, a blank) is centred, not blown up
@@ -49,19 +48,18 @@ def utterance_normalize_item(mel: np.ndarray, mode: str) -> np.ndarray:
 
 
 def speed_perturb(mel: Tensor, mask: Tensor, amount: float) -> tuple[Tensor, Tensor]:
-    """Each record's real steps resampled (linear) to a length times a factor drawn log-uniformly in
-    [1/(1+amount), 1+amount]; returns the re-padded batch and its mask."""
+    """Each record's real steps resampled (linear, endpoints kept) to a length times a factor drawn log-uniformly
+    in [1/(1+amount), 1+amount]; returns the re-padded batch and its mask."""
     if amount <= 0:
         return mel, mask
     lengths = mask.sum(dim=1).clamp_min(1)  # (B,)
     factors = torch.exp(torch.empty(mel.shape[0]).uniform_(-1.0, 1.0) * float(np.log1p(amount)))  # (B,)
-    new = (lengths.cpu().double() * factors.double()).round().clamp_min(1).long()  # (B,)
-    out = mel.new_zeros(mel.shape[0], int(new.max()), mel.shape[2])  # (B, T', M)
-    for b, (old, length) in enumerate(zip(lengths.tolist(), new.tolist())):
-        seq = mel[b, :old].T[None]  # (1, M, T)
-        out[b, :length] = F.interpolate(seq, size=length, mode="linear", align_corners=True)[0].T
-    steps = torch.arange(out.shape[1], device=mel.device)
-    return out, steps[None] < new.to(mel.device)[:, None]
+    new = (lengths.cpu().double() * factors.double()).round().clamp_min(1).long().to(mel.device)  # (B,)
+    steps = torch.arange(int(new.max()), device=mel.device)[None]  # (1, T')
+    scale = (lengths - 1).to(mel.dtype) / (new - 1).clamp_min(1).to(mel.dtype)  # (B,)
+    pos = (steps * scale[:, None]).clamp(max=(lengths - 1)[:, None].to(mel.dtype))  # (B, T') source step
+    out = torch.bmm(interpolation(pos, mel.shape[1], mel.dtype), mel)  # (B, T', T) @ (B, T, M) -> (B, T', M)
+    return out * (steps < new[:, None])[..., None], steps < new[:, None]
 
 
 def freq_warp(mel: Tensor, amount: float) -> Tensor:
@@ -72,12 +70,17 @@ def freq_warp(mel: Tensor, amount: float) -> Tensor:
     b, _, m = mel.shape
     alpha = torch.empty(b, 1, device=mel.device).uniform_(1.0 - amount, 1.0 + amount)  # (B, 1)
     pos = (torch.arange(m, device=mel.device)[None] / alpha).clamp(0, m - 1)  # (B, M) source band of each band
+    return torch.bmm(mel, interpolation(pos, m, mel.dtype).transpose(1, 2))  # (B, T, M) @ (B, M, M)
+
+
+def interpolation(pos: Tensor, size: int, dtype: torch.dtype) -> Tensor:
+    """(B, P, size) weights that read fractional positions `pos` (B, P) in [0, size - 1] of an axis of length
+    `size` by linear interpolation between the two neighbouring steps."""
     lo = pos.floor().long()
-    hi = (lo + 1).clamp_max(m - 1)
-    frac = (pos - lo)[:, None, :]  # (B, 1, M)
-    lo_val = mel.gather(2, lo[:, None, :].expand_as(mel))
-    hi_val = mel.gather(2, hi[:, None, :].expand_as(mel))
-    return lo_val + frac * (hi_val - lo_val)  # (B, T, M)
+    frac = (pos - lo).to(dtype)[..., None]  # (B, P, 1)
+    hi = (lo + 1).clamp_max(size - 1)
+    weights = torch.zeros(*pos.shape, size, dtype=dtype, device=pos.device)  # (B, P, size)
+    return weights.scatter_add_(2, lo[..., None], 1 - frac).scatter_add_(2, hi[..., None], frac)
 
 
 def spec_augment(mel: Tensor, mask: Tensor, masks: int = 2, max_bands: float = 0.15,
