@@ -150,6 +150,8 @@ def summary(result: dict[str, Any], human_acc: dict[str, float] | None) -> dict[
     audio = rows[(rows.modality == "audio") & ~rows["shift"].isin(HUMAN)]
     for name in HUMAN:
         out[name] = float(rows[rows["shift"] == name].score.iloc[0]) if (rows["shift"] == name).any() else np.nan
+    if (rows["shift"] == "human").any():  # the same run with the audio treated as missing for every record
+        out["human_without_audio"] = float(rows[rows["shift"] == "human"].unaffected.iloc[0])
     out["audio_corrupt_mean"] = float(audio.score.mean())
     out["audio_corrupt_worst"] = float(audio.score.min())
     corrupted = rows[~rows["shift"].isin(HUMAN)]
@@ -171,7 +173,7 @@ def image_only_human(cfg: Config, human: Path) -> dict[str, float]:
 
 
 def table(frames: dict[str, list[dict[str, float]]]) -> str:
-    cols = ["test", "human", "human_dev", "human_held_out", "audio_corrupt_mean", "audio_corrupt_worst", "auroc_corruptions", "auroc_audio",
+    cols = ["test", "human", "human_dev", "human_held_out", "human_without_audio", "audio_corrupt_mean", "audio_corrupt_worst", "auroc_corruptions", "auroc_audio",
             "auroc_human"]
     lines = ["| model | seeds | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for name, runs in frames.items():
