@@ -6,12 +6,15 @@ run: in-distribution test accuracy, accuracy on the held-out human speakers (`hu
 with real voices never seen in training), accuracy under each audio corruption at the highest severity, and the
 AUROC of the per-modality reliability distance (calibrated on the validation split) for telling corrupted
 records from clean ones, over every corruption of both modalities at the highest severity (and for the human
-voices). Results are cached per run (`--out`), so
+voices). The human voices are scored as a whole and in two groups of speakers: `human_dev`
+(`av_digits.HUMAN_DEV_SPEAKERS`, the only ones used for choices) and `human_held_out` (the others, never used for
+choices). Results are cached per run (`--out`), so
 the script can be stopped, run in several processes at once (each claims the runs it trains), and rerun to
 print the table.
 
     POLYMODAL_DATA=/tmp/data OMP_NUM_THREADS=1 nice python benchmarks/shifted_modality.py --epochs 8 \
-        --seeds 0 1 2 --out runs/shifted [--models NAME ...] [--phase train|eval|table|all] [--skip-report]
+        --seeds 0 1 2 --out runs/shifted [--models NAME ...] [--phase train|eval|table|all] [--skip-report] \
+        [--skip-ablations]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import pandas as pd
 
 from polymodal.config import Config
 from polymodal.datasets import DATASETS
+from polymodal.datasets.av_digits import HUMAN_DEV_SPEAKERS, human_speakers
 from polymodal.apps.quickstart import av_digits_config
 
 MODELS: dict[str, tuple[list[str], str, float]] = {  # name: modalities, fusion, modality dropout
@@ -96,10 +100,25 @@ def scores_file(cfg: Config, change: str | None = None) -> Path:
     return cfg.run_dir() / ("shifted.json" if change is None else f"shifted_{change.replace(' ', '_')}.json")
 
 
+def human_frames(human: Path) -> dict[str, pd.DataFrame]:
+    """`human.csv` whole (`human`), its dev speakers (`human_dev`, used for choices) and the others
+    (`human_held_out`)."""
+    frame = pd.read_csv(human)
+    dev = human_speakers().reindex(frame["id"]).isin(HUMAN_DEV_SPEAKERS).to_numpy()
+    return {"human": frame, "human_dev": frame[dev].reset_index(drop=True),
+            "human_held_out": frame[~dev].reset_index(drop=True)}
+
+
+def human_tables(human: Path) -> dict[str, Any]:
+    from polymodal.data.sources import Table
+
+    return {name: (Table(frame, human.parent, f"{name}.csv"), "audio") for name, frame in human_frames(human).items()}
+
+
 def evaluate_run(cfg: Config, human: Path, change: str | None = None) -> dict[str, Any]:
     """The run's scores (cached as shifted.json in the run directory; shifted_<change>.json for an ablation)."""
     from polymodal.evaluation.robustness import load_table
-    from polymodal.evaluation.shifted import dataset_of, held_out_table, score_and_distance, shifted_modality
+    from polymodal.evaluation.shifted import dataset_of, score_and_distance, shifted_modality
     from polymodal.rundir import load_run
 
     cache = scores_file(cfg, change)
@@ -109,7 +128,7 @@ def evaluate_run(cfg: Config, human: Path, change: str | None = None) -> dict[st
     if change is not None:
         change_gates(run, change)
     rows = shifted_modality(run, load_table(run, None), severities=[5],
-                            held_out={"human": (held_out_table(human), "audio")} if "audio" in run.processors else {})
+                            held_out=human_tables(human) if "audio" in run.processors else {})
     test = json.loads((cfg.run_dir() / "metrics.json").read_text())["test"]["accuracy"]
     if change is not None:  # the run's metrics are those of the unchanged model
         test = score_and_distance(run, dataset_of(run, load_table(run, None)), {})[0]
@@ -118,35 +137,43 @@ def evaluate_run(cfg: Config, human: Path, change: str | None = None) -> dict[st
     return result
 
 
-def summary(result: dict[str, Any], human_acc: float | None) -> dict[str, float]:
+HUMAN = ("human", "human_dev", "human_held_out")
+
+
+def summary(result: dict[str, Any], human_acc: dict[str, float] | None) -> dict[str, float]:
     """One run's headline numbers."""
     rows = pd.DataFrame(result["rows"])
     out = {"test": result["test"]}
     if "audio" not in set(rows.modality):  # image only: it does not read the audio, so audio shifts leave it be
-        return {**out, "human": human_acc if human_acc is not None else np.nan, "audio_corrupt_mean": out["test"],
+        return {**out, **(human_acc or {}), "audio_corrupt_mean": out["test"],
                 "audio_corrupt_worst": out["test"], "auroc_corruptions": float(rows.auroc.mean())}
-    audio = rows[(rows.modality == "audio") & (rows["shift"] != "human")]
-    out["human"] = float(rows[rows["shift"] == "human"].score.iloc[0])
+    audio = rows[(rows.modality == "audio") & ~rows["shift"].isin(HUMAN)]
+    for name in HUMAN:
+        out[name] = float(rows[rows["shift"] == name].score.iloc[0]) if (rows["shift"] == name).any() else np.nan
+    if (rows["shift"] == "human").any():  # the same run with the audio treated as missing for every record
+        out["human_without_audio"] = float(rows[rows["shift"] == "human"].unaffected.iloc[0])
     out["audio_corrupt_mean"] = float(audio.score.mean())
     out["audio_corrupt_worst"] = float(audio.score.min())
-    corrupted = rows[rows["shift"] != "human"]
+    corrupted = rows[~rows["shift"].isin(HUMAN)]
     out["auroc_corruptions"] = float(corrupted.auroc.mean())
     out["auroc_audio"] = float(audio.auroc.mean())
     out["auroc_human"] = float(rows[rows["shift"] == "human"].auroc.iloc[0])
     return out
 
 
-def image_only_human(cfg: Config, human: Path) -> float:
+def image_only_human(cfg: Config, human: Path) -> dict[str, float]:
     from polymodal.predictor import Predictor
 
-    path = cfg.run_dir() / "human.json"
+    path = cfg.run_dir() / "human_groups.json"
     if not path.is_file():
-        path.write_text(json.dumps(Predictor.load(cfg.run_dir()).evaluate(human)))
-    return float(json.loads(path.read_text())["accuracy"])
+        predictor = Predictor.load(cfg.run_dir())
+        path.write_text(json.dumps({name: predictor.evaluate(frame, root=human.parent)["accuracy"]
+                                    for name, frame in human_frames(human).items()}))
+    return {name: float(value) for name, value in json.loads(path.read_text()).items()}
 
 
 def table(frames: dict[str, list[dict[str, float]]]) -> str:
-    cols = ["test", "human", "audio_corrupt_mean", "audio_corrupt_worst", "auroc_corruptions", "auroc_audio",
+    cols = ["test", "human", "human_dev", "human_held_out", "human_without_audio", "audio_corrupt_mean", "audio_corrupt_worst", "auroc_corruptions", "auroc_audio",
             "auroc_human"]
     lines = ["| model | seeds | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for name, runs in frames.items():
@@ -171,6 +198,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/shifted")
     parser.add_argument("--phase", choices=["train", "eval", "table", "all"], default="all")
     parser.add_argument("--skip-report", action="store_true", help="do not write each run's HTML report")
+    parser.add_argument("--skip-ablations", action="store_true", help="do not evaluate the ABLATIONS")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
@@ -187,7 +215,7 @@ def main() -> None:
                 own = image_only_human(cfg, human) if name == "image only" else None
                 results.setdefault(name, []).append(summary(json.loads((cfg.run_dir() / "shifted.json").read_text()),
                                                         own))
-        for name, (model, change) in ABLATIONS.items():
+        for name, (model, change) in ({} if args.skip_ablations else ABLATIONS).items():
             cfg = config(model, Path(args.out), args.epochs, seed)
             if model in args.models and scores_file(cfg).is_file() and (
                     args.phase in ("eval", "all") or scores_file(cfg, change).is_file()):

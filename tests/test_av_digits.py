@@ -87,3 +87,26 @@ def test_quickstart_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     late = next(line for line in out.splitlines() if line.startswith("late "))
     human = Predictor.load(tmp_path / "qs" / "late").evaluate(DATASETS["av_digits"].materialize() / "human.csv")
     assert float(late.split()[-1]) == pytest.approx(human["accuracy"], abs=1e-4)  # decoded once, same accuracy
+
+
+def test_human_speakers_name_the_voice_in_each_human_file(av_root: Path) -> None:
+    import soundfile as sf
+
+    from polymodal.datasets.av_digits import HUMAN_DEV_SPEAKERS, human_speakers
+
+    src = load_source()
+    human = pd.read_csv(av_root / "human.csv")
+    speakers = human_speakers()
+    assert speakers.index.tolist() == human["id"].tolist()
+    names = list(src["speakers"][src["speaker_is_human"]])
+    assert set(speakers) == set(names) and set(HUMAN_DEV_SPEAKERS) < set(names)
+    offsets = src["clip_offsets"]
+    for row in human.iloc[[3, 250, 600]].itertuples():
+        wave, _ = sf.read(av_root / row.audio, dtype="float32")
+        clips = np.flatnonzero((src["clip_labels"] == row.label) & src["speaker_is_human"][src["clip_speaker"]])
+        peaks = {}
+        for c in clips:  # the clip that is in the file (at an offset, under noise) correlates best with it
+            clip = src["audio"][offsets[c]: offsets[c + 1]].astype(np.float32)
+            peaks[src["speakers"][src["clip_speaker"][c]]] = np.abs(np.correlate(wave, clip / np.linalg.norm(clip),
+                                                                                  "valid")).max()
+        assert max(peaks, key=lambda k: peaks[k]) == speakers[row.id]

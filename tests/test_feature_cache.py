@@ -208,3 +208,27 @@ def test_robustness_runs_only_the_corrupted_modalitys_encoder_with_the_same_scor
     plain = robustness.evaluate_robustness(run, table, severities=[0, 3], rates=[0.0, 0.5], corruptions=only_text)
     assert "image" in calls and len(cached) == len(plain) > 5
     np.testing.assert_allclose(cached["score"].to_numpy(), plain["score"].to_numpy(), atol=1e-5)
+
+
+def test_shifted_modality_runs_only_the_shifted_modalitys_encoder_with_the_same_scores(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import polymodal.evaluation.shifted as shifted
+    from polymodal.data.sources import Table
+    from polymodal.evaluation.corruptions import CORRUPTIONS
+    from polymodal.rundir import load_run
+
+    result = train(parse_config(cache_config(data_dir, tmp_path / "run")), report=False)
+    run = load_run(result.run_dir)
+    table = Table(pd_split(data_dir, result.run_dir, "test"), data_dir, "test")
+    monkeypatch.setattr(shifted, "CORRUPTIONS", {"text": {"typos": CORRUPTIONS["text"]["typos"]}})
+    held_out = {"again": (table, "title")}
+    calls: list[str] = []
+    _count_image_forwards(monkeypatch, calls)
+    cached = shifted.shifted_modality(run, table, severities=[3], held_out=held_out)
+    assert calls == []  # clean, text-corrupted and held-out records: the frozen image encoder's outputs are stored
+    monkeypatch.setattr(shifted, "frozen_features", lambda config, model, processors, dataset: dataset)
+    monkeypatch.setattr(shifted, "carry_features", lambda clean, altered, skip: altered)
+    plain = shifted.shifted_modality(run, table, severities=[3], held_out=held_out)
+    assert "image" in calls and len(cached) == len(plain) == 2
+    np.testing.assert_allclose(cached[["score", "unaffected", "auroc"]].to_numpy(dtype=float),
+                               plain[["score", "unaffected", "auroc"]].to_numpy(dtype=float), atol=1e-5)

@@ -74,16 +74,37 @@ def _write_dataset(tmp: Path, src: dict[str, np.ndarray], variant: str, seed: in
     (tmp / "images").mkdir()
     (tmp / "audio").mkdir()
     rng = np.random.default_rng(seed)
-    images, labels = src[f"{prefix}images"], src[f"{prefix}image_labels" if not prefix else f"{prefix}labels"]
-    image_split = _stratified_split(labels, rng)
-    voice_split = _voice_split(src, rng)
-    records = _pair(labels, image_split, voice_split, src, rng, ("train", "val", "test"))
-    human = _pair(labels, image_split, voice_split, src, rng, ("human",))
+    images = src[f"{prefix}images"]
+    records, human = _paired(src, prefix, rng)
     for frame in (records, human):
         _write_files(tmp, frame, images, src, degradation, rng)
     internal = ["image_index", "clip"]
     records.drop(columns=internal).to_csv(tmp / "records.csv", index=False)
     human.drop(columns=internal).assign(split="test").to_csv(tmp / "human.csv", index=False)
+
+
+def _paired(src: dict[str, np.ndarray], prefix: str, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The records (train/val/test) and the human records, each image paired with a clip (`clip` column)."""
+    labels = src[f"{prefix}image_labels" if not prefix else f"{prefix}labels"]
+    image_split = _stratified_split(labels, rng)
+    voice_split = _voice_split(src, rng)
+    records = _pair(labels, image_split, voice_split, src, rng, ("train", "val", "test"))
+    return records, _pair(labels, image_split, voice_split, src, rng, ("human",))
+
+
+# A fixed *dev* group of the real speakers (one French, one Italian, one Russian voice), for choosing settings
+# on human voices while the other four (en_US and es_MX Allison, the same voice actor; it_IT Menardi; fr Armelle)
+# stay held out. Chosen before any measurement.
+HUMAN_DEV_SPEAKERS = ("asterisk:fr_CA_f_June", "asterisk:it_IT_m_Carlo", "asterisk:ru_RU_f_IvrvoiceRU")
+
+
+def human_speakers(variant: str = "mnist", seed: int = 0) -> pd.Series:
+    """The speaker of each record of `human.csv` (index: record id), as `materialize_av_digits` pairs them."""
+    src = load_source()
+    prefix = {"mnist": "", "fashion": "fashion_"}[variant]
+    human = _paired(src, prefix, np.random.default_rng(seed))[1]
+    return pd.Series(src["speakers"][src["clip_speaker"][human["clip"].to_numpy()]], index=human["id"].to_numpy(),
+                     name="speaker")
 
 
 def _stratified_split(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

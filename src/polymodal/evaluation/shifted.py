@@ -23,9 +23,10 @@ import pandas as pd
 from polymodal.data.dataset import MultimodalDataset, decode, raise_on_fatal
 from polymodal.data.sources import Table, read_table, table_root
 from polymodal.evaluation.corruptions import CORRUPTIONS
-from polymodal.evaluation.inference import output_metrics, predict_outputs
+from polymodal.evaluation.inference import frozen_features, output_metrics, predict_outputs
 from polymodal.evaluation.reliability import Reference, calibrate, detection_auroc, load_reliability, mahalanobis
 from polymodal.evaluation.robustness import corrupted_dataset, load_table, raw_values
+from polymodal.features.cache import carry_features
 from polymodal.rundir import Run, load_run
 
 SHIFTED = "shifted_modality.csv"
@@ -37,9 +38,11 @@ def held_out_table(path: str | Path) -> Table:
 
 
 def dataset_of(run: Run, table: Table) -> MultimodalDataset:
+    """`table` decoded for the run, with its frozen encoders' stored outputs in place of their inputs."""
     decoded = decode(table, run.processors, run.task)
     raise_on_fatal(decoded)
-    return MultimodalDataset(decoded, {m: p.ragged for m, p in run.processors.items()})
+    dataset = MultimodalDataset(decoded, {m: p.ragged for m, p in run.processors.items()})
+    return frozen_features(run.config, run.model, run.processors, dataset)
 
 
 def score_and_distance(run: Run, dataset: MultimodalDataset, refs: Mapping[str, Reference],
@@ -92,7 +95,8 @@ def shifted_modality(run: Run, table: Table, severities: Iterable[int] = range(1
     refs = references(run)
     decoded = decode(table, run.processors, run.task)
     raise_on_fatal(decoded)
-    clean_set = MultimodalDataset(decoded, {m: p.ragged for m, p in run.processors.items()})
+    clean_set = frozen_features(run.config, run.model, run.processors,  # frozen encoders: their stored outputs
+                                MultimodalDataset(decoded, {m: p.ragged for m, p in run.processors.items()}))
     _, clean_dist = score_and_distance(run, clean_set, refs)
     rows = []
     for m, proc in run.processors.items():
@@ -100,7 +104,8 @@ def shifted_modality(run: Run, table: Table, severities: Iterable[int] = range(1
         raws = {m: raw_values(table, proc, decoded, m)}
         for corruption in CORRUPTIONS.get(proc.kind, {}):
             for s in sorted(set(severities) - {0}):
-                shifted = corrupted_dataset(decoded, run.processors, raws, {m: (corruption, s)}, seed)
+                shifted = carry_features(clean_set, corrupted_dataset(  # only m's encoder runs
+                    decoded, run.processors, raws, {m: (corruption, s)}, seed), {m})
                 score, dist = score_and_distance(run, shifted, refs)
                 rows.append(_row(m, corruption, s, score, best, name, _auroc(clean_dist, dist, m)))
     for shift, (other, m) in (held_out or {}).items():

@@ -86,7 +86,18 @@ def audio(value: Any, root: Path, spec: Mapping[str, Any], state: Mapping[str, A
         raise ValueError("audio without samples, or with NaN or infinite ones")
     target = int(spec["sample_rate"])
     wave = resample(wave, int(rate), target)[: int(spec["max_seconds"] * target)]
-    return {"mel": standardized(log_mel(wave, target, int(spec["n_mels"])), state)}
+    mel = utterance_normalized(log_mel(wave, target, int(spec["n_mels"])), spec.get("utterance_norm", "none"))
+    return {"mel": standardized(mel, state)}
+
+
+def utterance_normalized(mel: np.ndarray, mode: str) -> np.ndarray:
+    """(T, M) minus its own mean per band (`mean`), then divided by its own std floored at 1e-3 (`mean_std`)."""
+    if mode == "none":
+        return mel
+    out = mel - mel.mean(axis=0, keepdims=True)
+    if mode == "mean_std":
+        out = out / np.maximum(np.sqrt((out**2).mean(axis=0, keepdims=True)), 1e-3)
+    return out.astype(np.float32)
 
 
 def standardized(x: np.ndarray, state: Mapping[str, Any]) -> np.ndarray:

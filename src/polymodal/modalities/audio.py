@@ -36,6 +36,16 @@ class AudioSpec(ModalityBase):
         return self
     source: Literal["file", "video"] = Field(
         "file", description="file: an audio file (wav, flac, ...) | video: the audio track of a video file (PyAV)")
+    utterance_norm: Literal["none", "mean", "mean_std"] = Field(
+        "mean", description="log_mel frontend: per record and band, subtract the mean over the record's time "
+                                "steps (mean) and divide by their std (mean_std) before the training statistics; "
+                                "removes the record's gain and channel colouring | none: training statistics only")
+    spec_augment: bool = Field(False, description="while training: zero 2 random mel-band spans (up to 15% of the "
+                                                 "bands each) and 2 time spans (up to 10% of the steps each)")
+    speed_perturb: float = Field(0.15, ge=0.0, lt=1.0, description="while training: stretch each record's time "
+                                 "axis by a random factor in [1/(1+x), 1+x]; 0 turns it off")
+    freq_warp: float = Field(0.1, ge=0.0, lt=0.5, description="while training: stretch each record's mel axis by "
+                             "a random factor in [1-x, 1+x] (vocal tract length perturbation); 0 turns it off")
 
 
 def describe(spec: AudioSpec, state: str) -> str:
@@ -43,8 +53,15 @@ def describe(spec: AudioSpec, state: str) -> str:
             f"scipy.signal.resample_poly does (Kaiser window, beta 5), cut to {spec.max_seconds} s; "
             "log(mel power + 1e-6) of 25 ms periodic Hann windows centred in a power-of-2 FFT frame every 10 ms, "
             f"no edge padding (HTK mel filterbank, {spec.n_mels} bands), "
-            f"then (x - mean) / std per band (mean/std: {state}), padding steps 0; "
+            + utterance_words(spec.utterance_norm)
+            + f"then (x - mean) / std per band (mean/std: {state}), padding steps 0; "
             "mask (B, T) bool: True for real steps")
+
+
+def utterance_words(mode: str) -> str:
+    return {"none": "", "mean": "minus the record's own mean per band over its steps, ",
+            "mean_std": "minus the record's own mean per band over its steps and divided by its own std "
+                        "(floored at 1e-3), "}[mode]
 
 
 AUDIO = register(Modality(

@@ -14,6 +14,13 @@ from torch import Tensor
 
 from polymodal.config import AudioSpec
 from polymodal.errors import RecordError
+from polymodal.processors.audio_augment import (
+    freq_warp,
+    spec_augment,
+    speed_perturb,
+    utterance_normalize,
+    utterance_normalize_item,
+)
 from polymodal.processors.base import Arrays, Processor, file_source, mean_std
 
 
@@ -70,16 +77,25 @@ class AudioProcessor(Processor):
     def fit_items(self, items: list[Arrays]) -> None:
         if self.spec.frontend == "aisfx":  # already normalised: keep mean 0, std 1
             return
-        self.mean, self.std = mean_std(np.concatenate([it["mel"] for it in items]), axis=(0,))
+        norm = self.spec.utterance_norm
+        self.mean, self.std = mean_std(np.concatenate([utterance_normalize_item(it["mel"], norm) for it in items]),
+                                       axis=(0,))
 
     def encoder_inputs(self) -> dict[str, Any]:
         return {"n_mels": self.spec.n_mels}
 
     def to_model(self, inputs: dict[str, Tensor], train: bool) -> dict[str, Tensor]:
-        mean = self.stats("mean", inputs["mel"])
-        std = self.stats("std", inputs["mel"])
-        mel = (inputs["mel"] - mean) / std * inputs["mask"][..., None]  # (B, T, M), padding stays 0
-        return {"mel": mel, "mask": inputs["mask"]}
+        mel, mask = inputs["mel"], inputs["mask"]  # (B, T, M), (B, T)
+        log_mel_frontend = self.spec.frontend == "log_mel"
+        if train and log_mel_frontend:
+            mel, mask = speed_perturb(mel, mask, self.spec.speed_perturb)
+            mel = freq_warp(mel, self.spec.freq_warp)
+        if log_mel_frontend:
+            mel = utterance_normalize(mel, mask, self.spec.utterance_norm)
+        mel = (mel - self.stats("mean", mel)) / self.stats("std", mel) * mask[..., None]  # padding stays 0
+        if train and self.spec.spec_augment:
+            mel = spec_augment(mel, mask)
+        return {"mel": mel, "mask": mask}
 
     def state(self) -> dict[str, Any]:
         return {"mean": self.mean, "std": self.std}
