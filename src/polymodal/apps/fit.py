@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from polymodal.apps.candidates import Scored, neural, tfidf_linear, trees
+from polymodal.apps.candidates import Scored, forest, neural, tfidf_linear, trees
 from polymodal.apps.infer import Columns, infer_columns, infer_task, leakage
 from polymodal.apps.selection import bagged_ensemble
 from polymodal.config import Config, SplitConfig, TabularSpec, dump_config
@@ -344,8 +344,11 @@ def candidate_plan(config: Config, cols: Columns, preset: Preset) -> list[tuple[
     if cols.text:
         linear = "ridge" if config.target.task == "regression" else "logreg"
         plan.append((f"text_tfidf_{linear}", "tfidf", cols.text))
+        if len(cols.text) > 1:  # the columns as one text: a word weighs the same in each
+            plan.append((f"text_joint_tfidf_{linear}", "joint_tfidf", cols.text))
     if "tabular" in config.modalities and config.target.task != "multilabel":  # trees: one output column
         plan.append(("tabular_trees", "trees", config.modalities["tabular"]))
+        plan.append(("tabular_forest", "forest", config.modalities["tabular"]))
     singles = list(config.modalities) if len(config.modalities) > 1 else []
     plan += [(f"{m}_alone", "neural", (m,)) for m in singles]
     plan.append(("fusion_concat", "neural", tuple(config.modalities)))
@@ -354,13 +357,17 @@ def candidate_plan(config: Config, cols: Columns, preset: Preset) -> list[tuple[
 
 def run_candidate(kind: str, name: str, arg: Any, config: Config, tables: dict[str, Table], out: Path,
                   scorer: Scorer, preset: Preset) -> Scored:
-    if kind == "tfidf":
+    if kind in ("tfidf", "joint_tfidf"):
         grid = [1.0, 10.0, 100.0] if preset == "best" else [10.0]
-        return tfidf_linear(name, config, arg, tables, scorer, grid)
+        return tfidf_linear(name, config, arg, tables, scorer, grid, joint=kind == "joint_tfidf")
     if kind == "trees":
         grid = ([{"max_iter": 100, "learning_rate": 0.1, "max_leaf_nodes": n} for n in (7, 15, 31)] if preset == "best"
                 else [{"max_iter": 50, "learning_rate": 0.1, "max_leaf_nodes": 15}])
         return trees(name, config, arg, tables, scorer, grid)
+    if kind == "forest":
+        leaves = (1, 3, 5) if preset == "best" else (3,)
+        return forest(name, config, arg, tables, scorer, [{"n_estimators": 200, "min_samples_leaf": n}
+                                                            for n in leaves])
     cfg = config.model_copy(update={"modalities": {m: config.modalities[m] for m in arg}})
     return neural(name, cfg, tables, out / "candidates")
 
