@@ -138,3 +138,18 @@ def test_joint_tfidf_weighs_a_word_the_same_in_every_column(tmp_path: Path) -> N
     proba = predictor.predict_proba(records).to_numpy()
     assert np.allclose(proba[0], proba[1], atol=1e-6)  # the same words, in the other column
     assert list(predictor.predict(records)) == ["b", "b"]
+
+
+def test_extra_trees_forest_matches_sklearn() -> None:
+    from sklearn.ensemble import ExtraTreesClassifier
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(150, 3))
+    x[rng.random((150, 3)) < 0.15] = np.nan
+    y = (np.nan_to_num(x[:, 0]) > 0).astype(int) + (np.nan_to_num(x[:, 1]) > 0.5)
+    model = ExtraTreesClassifier(15, max_features=None, random_state=0).fit(x, y)
+    module = forest_from_sklearn(model, ["tab"], 3)
+    numeric = torch.from_numpy(np.concatenate([np.nan_to_num(x), np.isnan(x)], axis=1)).float()
+    batch = Batch({"tab": {"numeric": numeric}}, {"tab": torch.ones(150, dtype=torch.bool)})
+    proba = to_probability(module(batch), "multiclass").numpy()
+    assert np.allclose(proba, model.predict_proba(x.astype(np.float32)), atol=1e-3)

@@ -195,14 +195,18 @@ def trees(name: str, config: Config, spec: TabularSpec, tables: Tables, score: C
 
 def forest(name: str, config: Config, spec: TabularSpec, tables: Tables, score: Callable[[Tensor, Tensor], float],
            grid: list[dict[str, Any]]) -> Scored:
-    """A random forest on the same features as `trees`: averaged deep trees, which on a few hundred records
-    over-fit less than boosting; its leaf size (and, for classes, class weighting) chosen on 5-fold
-    out-of-fold predictions over train + validation, then refitted on both."""
-    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    """A random forest (`extra: True` in a setting: extremely randomized trees) on the same features as `trees`:
+    averaged deep trees, which on a few hundred records over-fit less than boosting; the setting (and, for
+    classes, class weighting) chosen on 5-fold out-of-fold predictions over train + validation, then refitted
+    on both."""
+    from sklearn.ensemble import (ExtraTreesClassifier, ExtraTreesRegressor, RandomForestClassifier,
+                                  RandomForestRegressor)
 
     def make(o: dict[str, Any], classes: bool) -> Any:
-        model = RandomForestClassifier if classes else RandomForestRegressor
-        return model(random_state=0, n_jobs=1, **o)
+        kinds = {(False, True): RandomForestClassifier, (False, False): RandomForestRegressor,
+                 (True, True): ExtraTreesClassifier, (True, False): ExtraTreesRegressor}
+        options = {k: v for k, v in o.items() if k != "extra"}
+        return kinds[bool(o.get("extra")), classes](random_state=0, n_jobs=1, **options)
 
     return _tabular(name, config, spec, tables, score, grid, make,
                     lambda model, k: forest_from_sklearn(model, ["tabular"], k))
