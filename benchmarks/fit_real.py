@@ -9,8 +9,9 @@ Tables (built here, nothing downloaded):
 - cars_mpg: the same cars (the 398 with a miles-per-gallon figure) and split; target: miles per gallon, a
   number (regression: RMSE and R2; baselines: ridge instead of logistic regression, regression trees).
 Baselines (scikit-learn, hyperparameters chosen on validation, scored on test): TF-IDF (word 1-2 grams) +
-logistic regression on the text; gradient-boosted trees on the numbers; logistic regression on image
-statistics (colour histogram, per-channel mean/std, an 8x8 grey thumbnail); all of them stacked.
+logistic regression on the text (the text columns joined); gradient-boosted trees on the numbers; logistic
+regression on image statistics (colour histogram, per-channel mean/std, an 8x8 grey thumbnail); all of them
+stacked.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src nice python benchmarks/fit_real.py --out /tmp/fit_real
 """
@@ -179,7 +180,8 @@ def main() -> None:
                      f"**{metrics[main[1]]:.3f}** |")
         lines.append(f"\nfit: {fit_s:.0f} s; scikit-learn baselines: {base_s:.1f} s (ratio {fit_s / base_s:.0f}x); "
                      f"load average before {load[0]:.1f}, after {load_after[0]:.1f} (2 cores, shared)\n")
-        cols = ["model", *(f"{s}_{k}" for s in ("val", "test") for k in main), "seconds", "ensemble_weight"]
+        cols = ["model", "modalities", *(f"{s}_{k}" for s in ("val", "test") for k in main), "seconds",
+                "ensemble_weight"]
         lines.append("leaderboard:\n\n```\n" + board[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")
                      + "\n```")
         print("\n".join(lines[-8:]), flush=True)

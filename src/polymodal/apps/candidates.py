@@ -1,5 +1,6 @@
 """The candidates `fit` trains: polymodal runs (one modality alone, all fused) and classical models (TF-IDF +
-logistic regression on the text, gradient-boosted trees and a random forest on the table), each scored on the same val/test records.
+logistic regression on the text, per column or as one text; gradient-boosted trees and a random forest on the
+table), each scored on the same val/test records.
 """
 
 from __future__ import annotations
