@@ -258,9 +258,9 @@ def choose(done: list[Scored], scorer: Scorer, task: str, bags: int = 20) -> Sel
     When every candidate is cross-fitted, selection reads their out-of-fold predictions of every train and
     validation record. Otherwise it goes in two steps: the cross-fitted candidates are mixed on their
     out-of-fold records first (a few hundred, where a mixture is judged far more surely than on a validation
-    split of a few dozen); then that mixture, as one candidate, and the others are selected on the validation
-    records (where cross-fitted candidates contribute their out-of-fold predictions, the others their
-    held-out ones)."""
+    split of a few dozen); then that mixture, as one more candidate beside every single one, enters selection
+    on the validation records (where cross-fitted candidates contribute their out-of-fold predictions, the
+    others their held-out ones), so the result never scores below the best single candidate there."""
     fitted = {s.member.name: s for s in done if s.oof is not None}
     oof_target = done[0].oof_target
     inner = None
@@ -274,7 +274,6 @@ def choose(done: list[Scored], scorer: Scorer, task: str, bags: int = 20) -> Sel
     group = ""
     if inner is not None and len(inner.weights) > 1:
         group = " + ".join(inner.weights)
-        val = {n: v for n, v in val.items() if n not in inner.weights}
         val[group] = from_probability(sum(w * to_probability(fitted[m].logits["val"], task)  # type: ignore[arg-type]
                                           for m, w in inner.weights.items()), task)
     target = done[0].targets["val"]
