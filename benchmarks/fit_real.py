@@ -4,8 +4,8 @@ Tables (built here, nothing downloaded):
 - emoji: 650 emoji (seeded, stratified sample of polymodal's packaged Noto emoji) with picture, English name and
   keywords; target: the Unicode group (10 classes); split: the dataset's own column.
 - cars: the 406 cars of vega_datasets' bundled `cars.json` (name, 6 numbers, origin); target: the model year
-  (1970-1982, 12 classes); split: seeded stratified 70/15/15 (`--split-seed`, default 0). (Origin as the target is solved by the make in
-  the name alone: every model, scikit-learn's and fit's, scores 1.0 on it.)
+  (1970-1982, 12 classes); split: seeded stratified 70/15/15 (`--split-seed`, default 0). (Origin as the
+  target is solved by the make in the name alone: every model, scikit-learn's and fit's, scores 1.0 on it.)
 - cars_mpg: the same cars (the 398 with a miles-per-gallon figure) and split; target: miles per gallon, a
   number (regression: RMSE and R2; baselines: ridge instead of logistic regression, regression trees).
 Baselines (scikit-learn, hyperparameters chosen on validation, scored on test): TF-IDF (word 1-2 grams) +
