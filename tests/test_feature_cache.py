@@ -232,3 +232,33 @@ def test_shifted_modality_runs_only_the_shifted_modalitys_encoder_with_the_same_
     assert "image" in calls and len(cached) == len(plain) == 2
     np.testing.assert_allclose(cached[["score", "unaffected", "auroc"]].to_numpy(dtype=float),
                                plain[["score", "unaffected", "auroc"]].to_numpy(dtype=float), atol=1e-5)
+
+
+def test_ensemble_evaluate_reads_its_polymodal_members_cached_features(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import polymodal.predictor as predictor_module
+    from polymodal.apps.candidates import tfidf_linear
+    from polymodal.data.sources import load_splits
+    from polymodal.data.splits import ensure_val, label_field
+    from polymodal.ensemble.rundir import Member, save_ensemble
+    from polymodal.predictor import Predictor
+    from polymodal.rundir import load_run, write_manifest
+
+    result = train(parse_config(cache_config(data_dir, tmp_path / "run")), report=False)
+    run = load_run(result.run_dir)
+    tables = ensure_val(load_splits(run.config.data, label_field(run.config)), run.config)
+    words = tfidf_linear("words", run.config, ["title"], tables,
+                         lambda logits, target: run.task.metrics(logits, target)["accuracy"], [10.0])
+    members = [Member("net", run.config, run.processors, run.model), words.member]
+    save_ensemble(tmp_path / "best", "best", members, {"net": 0.5, "words": 0.5}, run.task)
+    write_manifest(tmp_path / "best")
+    predictor = Predictor.load(tmp_path / "best")
+    calls: list[str] = []
+    _count_image_forwards(monkeypatch, calls)
+    cached = predictor.evaluate(tables["test"].frame, root=data_dir)
+    assert calls == []  # the member's frozen image encoder did not run: its stored outputs were read
+    monkeypatch.setattr(predictor_module, "frozen_features", lambda config, model, processors, dataset: dataset)
+    plain = predictor.evaluate(tables["test"].frame, root=data_dir)
+    assert "image" in calls
+    for name, value in cached.items():
+        assert value == pytest.approx(plain[name], abs=1e-5), name

@@ -190,3 +190,44 @@ def test_ensemble_that_wins_by_a_record_is_not_taken() -> None:
     selection = choose(done, _task(), "multiclass", bags=5)
     # the mixture is right on one record more, which a bootstrap sample holds about 64% of the time
     assert selection.weights == {"a": 1.0} and "% of 200 bootstrap samples; 80% needed" in selection.how
+
+
+def test_cross_fitted_candidates_are_mixed_on_their_out_of_fold_records_first() -> None:
+    rng = np.random.default_rng(2)
+    target = rng.integers(0, 2, 300)
+    half = rng.random(300) < 0.5  # a is sure and right on one half of the records, unsure and wrong on the other
+    t = torch.from_numpy(target)
+    done = []
+    for name, right in (("a", half), ("b", ~half)):  # b the other way round: their average is right everywhere
+        p = torch.from_numpy(np.where(right, 0.9, 0.4))  # probability of the true class
+        correct = torch.stack([p, 1 - p], dim=1).float().log()  # (N, 2) as if class 0 were true...
+        logits = torch.where(t[:, None] == 0, correct, correct.flip(1))  # ...then laid out by the true class
+        member = Member(name, None, {}, nn.Identity())  # type: ignore[arg-type]
+        done.append(Scored(member, {"val": logits[-30:]}, {"val": t[-30:]}, 0.0, "", logits, t))
+    neural = _scored("net", rng.random(300) < 0.7, target, 30)
+    neural.oof = None  # held-out validation predictions only
+    selection = choose([*done, neural], _task(), "multiclass", bags=5)
+    assert set(selection.weights) >= {"a", "b"} and "cross-fitted candidates mixed" in selection.how
+    assert "300 out-of-fold" in selection.how and "30 validation records" in selection.how
+
+
+def test_out_of_fold_mixture_never_beats_a_better_single_candidate_on_validation() -> None:
+    rng = np.random.default_rng(3)
+    target = rng.integers(0, 2, 300)
+    t = torch.from_numpy(target)
+    half = rng.random(300) < 0.5
+    right = {"a": np.where(half, 0.9, 0.4), "b": np.where(half, 0.4, 0.9)}  # complementary out of fold...
+    right["a"][-30:], right["b"][-30:] = 0.55, 0.01  # ...but on validation a is right and b surely wrong
+    done = []
+    for name, p in right.items():
+        correct = torch.stack([torch.from_numpy(p), 1 - torch.from_numpy(p)], dim=1).float().log()
+        logits = torch.where(t[:, None] == 0, correct, correct.flip(1))
+        member = Member(name, None, {}, nn.Identity())  # type: ignore[arg-type]
+        done.append(Scored(member, {"val": logits[-30:]}, {"val": t[-30:]}, 0.0, "", logits, t))
+    neural = _scored("net", rng.random(300) < 0.6, target, 30)
+    neural.oof = None
+    scorer = _task()
+    selection = choose([*done, neural], scorer, "multiclass", bags=5)
+    by_name = {s.member.name: s for s in [*done, neural]}
+    mixed = sum(w * by_name[m].logits["val"].softmax(1) for m, w in selection.weights.items())
+    assert scorer(mixed.log(), t[-30:]) >= scorer(by_name["a"].logits["val"], t[-30:])  # type: ignore[union-attr]

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from polymodal.ensemble.classical import ABSENT, fractions_to_logits
+
 FOLDS = 5
-ABSENT = -30.0  # the logit of a class that a fold's training records lack
 
 
 @dataclass
@@ -62,13 +63,17 @@ class PerLabel:
 
 def as_logits(model: Any, x: Any, num_outputs: int) -> Tensor:
     """A fitted classifier's decision function in the task's logit layout: (N, 1) for binary, (N, K)
-    otherwise, with the columns of classes the model never saw set to a very low logit. A regressor's
+    otherwise, with the columns of classes the model never saw set to a very low logit (a forest: its class
+    fractions as log-probabilities, see `fractions_to_logits`). A regressor's
     predictions become (N, 1)."""
     if isinstance(model, PerLabel):
         return torch.from_numpy(model.decision_function(x))
     if not hasattr(model, "classes_"):
         return torch.from_numpy(np.asarray(model.predict(x), dtype=np.float32)).reshape(-1, 1)
     classes = np.asarray(model.classes_)
+    if not hasattr(model, "decision_function"):  # a forest: class fractions
+        fractions = torch.from_numpy(np.asarray(model.predict_proba(x), dtype=np.float32))
+        return fractions_to_logits(fractions, classes.tolist(), num_outputs)
     if len(classes) == 1:  # a fold with one class: certain of it
         out = np.full((x.shape[0], max(num_outputs, 2)), ABSENT, dtype=np.float32)
         out[:, classes[0]] = -ABSENT
@@ -95,18 +100,21 @@ def folds(y: np.ndarray, k: int, seed: int, classify: bool) -> list[np.ndarray]:
 
 
 def cross_fit(make: Callable[[Any], Any], grid: Sequence[Any], x: Any, y: np.ndarray, num_outputs: int,
-              score: Callable[[Tensor], float], classify: bool = True, k: int = FOLDS, seed: int = 0) -> CrossFit:
-    """Choose the setting of `grid` whose out-of-fold logits on (x, y) score best; refit it on all of x."""
+              score: Callable[[Tensor], float], classify: bool = True, k: int = FOLDS, seed: int = 0,
+              warm: bool = False) -> CrossFit:
+    """Choose the setting of `grid` whose out-of-fold logits on (x, y) score best; refit it on all of x.
+
+    `warm`: within a fold, each setting after the first refits the previous setting's model with the new
+    parameters (`set_params`), starting from its solution (`make` builds models with `warm_start=True`); for a
+    convex model this only saves iterations."""
     parts = folds(y, min(k, len(y)), seed, classify)
-    best: CrossFit | None = None
-    for setting in grid:
-        oof = torch.zeros(len(y), num_outputs)
-        for test in parts:
-            train = np.setdiff1d(np.arange(len(y)), test)
-            oof[test] = as_logits(make(setting).fit(x[train], y[train]), x[test], num_outputs)
-        value = score(oof)
-        if best is None or value > best.score:
-            best = CrossFit(setting, None, oof, value)
-    assert best is not None
-    best.model = make(best.setting).fit(x, y)
-    return best
+    oofs = [torch.zeros(len(y), num_outputs) for _ in grid]
+    for test in parts:
+        train = np.setdiff1d(np.arange(len(y)), test)
+        model = None
+        for i, setting in enumerate(grid):
+            model = model.set_params(**setting) if warm and model is not None else make(setting)
+            oofs[i][test] = as_logits(model.fit(x[train], y[train]), x[test], num_outputs)
+    scores = [score(oof) for oof in oofs]
+    best = max(range(len(grid)), key=lambda i: (scores[i], -i))  # the first of equal scores
+    return CrossFit(grid[best], make(grid[best]).fit(x, y), oofs[best], scores[best])

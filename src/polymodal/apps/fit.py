@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from polymodal.apps.candidates import Scored, neural, tfidf_linear, trees
+from polymodal.apps.candidates import Scored, forest, neural, tfidf_linear, trees
 from polymodal.apps.infer import Columns, infer_columns, infer_task, leakage
 from polymodal.apps.selection import bagged_ensemble
 from polymodal.config import Config, SplitConfig, TabularSpec, dump_config
@@ -247,15 +247,41 @@ def choose(done: list[Scored], scorer: Scorer, task: str, bags: int = 20) -> Sel
     """Bagged greedy ensemble selection; the best single candidate (weight 1) when no mixture scores higher.
 
     When every candidate is cross-fitted, selection reads their out-of-fold predictions of every train and
-    validation record; otherwise the validation records, where cross-fitted candidates contribute their
-    out-of-fold predictions and the others their held-out ones."""
-    if all(s.oof is not None for s in done):
-        target, logits = done[0].oof_target, {s.member.name: s.oof for s in done}
-        where = f"{len(target)} out-of-fold train + validation records"  # type: ignore[arg-type]
-    else:
-        target, logits = done[0].targets["val"], {s.member.name: s.logits["val"] for s in done}
-        where = f"{len(target)} validation records"
-    assert target is not None
+    validation record. Otherwise it goes in two steps: the cross-fitted candidates are mixed on their
+    out-of-fold records first (a few hundred, where a mixture is judged far more surely than on a validation
+    split of a few dozen); then that mixture, as one more candidate beside every single one, enters selection
+    on the validation records (where cross-fitted candidates contribute their out-of-fold predictions, the
+    others their held-out ones), so the result never scores below the best single candidate there."""
+    fitted = {s.member.name: s for s in done if s.oof is not None}
+    oof_target = done[0].oof_target
+    inner = None
+    if len(fitted) > 1:
+        assert oof_target is not None
+        inner = _select({n: s.oof for n, s in fitted.items()}, oof_target,  # type: ignore[misc]
+                        f"{len(oof_target)} out-of-fold train + validation records", scorer, task, bags)
+        if len(fitted) == len(done):
+            return inner
+    val = {s.member.name: s.logits["val"] for s in done}
+    group = ""
+    if inner is not None and len(inner.weights) > 1:
+        group = " + ".join(inner.weights)
+        val[group] = from_probability(sum(w * to_probability(fitted[m].logits["val"], task)  # type: ignore[arg-type]
+                                          for m, w in inner.weights.items()), task)
+    target = done[0].targets["val"]
+    outer = _select(val, target, f"{len(target)} validation records", scorer, task, bags)
+    if not group:
+        return outer
+    weights: dict[str, float] = {}
+    for n, w in outer.weights.items():
+        for m, v in (inner.weights.items() if n == group else [(n, 1.0)]):  # type: ignore[union-attr]
+            weights[m] = weights.get(m, 0.0) + w * v
+    return Selection(weights, f"the cross-fitted candidates mixed by {inner.how}; "  # type: ignore[union-attr]
+                              f"then with the others, {outer.how}")
+
+
+def _select(logits: dict[str, Tensor], target: Tensor, where: str, scorer: Scorer, task: str,
+            bags: int) -> Selection:
+    """Bagged greedy selection over `logits` (by candidate) of the records whose targets are `target`."""
     probs = {m: to_probability(v, task) for m, v in logits.items()}
     weights = bagged_ensemble(probs, lambda p, rows: scorer(from_probability(p, task), target[rows]), bags)
     mixed = from_probability(sum(w * probs[m] for m, w in weights.items()), task)  # type: ignore[arg-type]
@@ -335,23 +361,35 @@ def candidate_plan(config: Config, cols: Columns, preset: Preset) -> list[tuple[
     if cols.text:
         linear = "ridge" if config.target.task == "regression" else "logreg"
         plan.append((f"text_tfidf_{linear}", "tfidf", cols.text))
+        if len(cols.text) > 1:  # the columns as one text: a word weighs the same in each
+            plan.append((f"text_joint_tfidf_{linear}", "joint_tfidf", cols.text))
     if "tabular" in config.modalities and config.target.task != "multilabel":  # trees: one output column
         plan.append(("tabular_trees", "trees", config.modalities["tabular"]))
+        plan.append(("tabular_forest", "forest", config.modalities["tabular"]))
     singles = list(config.modalities) if len(config.modalities) > 1 else []
     plan += [(f"{m}_alone", "neural", (m,)) for m in singles]
     plan.append(("fusion_concat", "neural", tuple(config.modalities)))
     return plan
 
 
+FOREST_GRID: dict[str, list[dict[str, Any]]] = {  # random forests (features per split: sqrt or all), extra trees
+    "best": [{"n_estimators": 200, "max_features": "sqrt"}, {"n_estimators": 200, "max_features": 1.0},
+             {"n_estimators": 200, "max_features": 1.0, "extra": True},
+             {"n_estimators": 200, "max_features": 1.0, "extra": True, "min_samples_leaf": 3}],
+    "fast": [{"n_estimators": 100, "max_features": 1.0, "extra": True}]}
+
+
 def run_candidate(kind: str, name: str, arg: Any, config: Config, tables: dict[str, Table], out: Path,
                   scorer: Scorer, preset: Preset) -> Scored:
-    if kind == "tfidf":
+    if kind in ("tfidf", "joint_tfidf"):
         grid = [1.0, 10.0, 100.0] if preset == "best" else [10.0]
-        return tfidf_linear(name, config, arg, tables, scorer, grid)
+        return tfidf_linear(name, config, arg, tables, scorer, grid, joint=kind == "joint_tfidf")
     if kind == "trees":
         grid = ([{"max_iter": 100, "learning_rate": 0.1, "max_leaf_nodes": n} for n in (7, 15, 31)] if preset == "best"
                 else [{"max_iter": 50, "learning_rate": 0.1, "max_leaf_nodes": 15}])
         return trees(name, config, arg, tables, scorer, grid)
+    if kind == "forest":
+        return forest(name, config, arg, tables, scorer, FOREST_GRID[preset])
     cfg = config.model_copy(update={"modalities": {m: config.modalities[m] for m in arg}})
     return neural(name, cfg, tables, out / "candidates")
 

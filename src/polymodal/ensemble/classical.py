@@ -3,6 +3,8 @@
 Each is fitted with scikit-learn and then copied into tensors (nothing is pickled):
 - `TfidfLinear`: TF-IDF of the text processors' token ids (sublinear term frequency, smoothed idf, L2 norm per
   text modality) followed by a linear model (logistic regression coefficients).
+- `Forest`: the trees of a fitted `RandomForestClassifier`/`Regressor` (the same node tables, a class-fraction
+  or value vector per node), averaged.
 - `TreeEnsemble`: the trees of a fitted `HistGradientBoostingClassifier`/`Regressor` (thresholds on raw values,
   the side missing values go to, leaf values; missing numbers are NaN, as they were when the trees were
   fitted), evaluated level by level for all trees at once.
@@ -36,26 +38,37 @@ def pair_counts(ids: Tensor, mask: Tensor, buckets: int) -> Tensor:
 
 class TfidfLinear(nn.Module):
     """TF-IDF per text modality (its tokens and, with `pairs`, its hashed token bigrams, L2-normalised
-    together), concatenated, then `logits = x @ coef.T + intercept`.
+    together), concatenated, then `logits = x @ coef.T + intercept`. With `joint`, the text modalities share one
+    vocabulary (their processors hold the same tokenizer): their counts are added up into one block, as if the
+    columns were one text, so a word weighs the same wherever it occurs.
 
     Args:
-        vocab: vocabulary size per text modality (in order).
+        vocab: vocabulary size per text modality (in order; `joint`: all equal).
         num_outputs: logits per record (1 for binary).
-        pairs: hash buckets of token bigrams per modality (0: tokens only).
+        pairs: hash buckets of token bigrams per block (0: tokens only).
+        joint: one block for all modalities instead of one per modality.
     """
 
     kind = "tfidf_linear"
 
-    def __init__(self, vocab: dict[str, int], num_outputs: int, pairs: int = 0) -> None:
+    def __init__(self, vocab: dict[str, int], num_outputs: int, pairs: int = 0, joint: bool = False) -> None:
         super().__init__()
-        self.vocab, self.pairs = dict(vocab), pairs
-        sizes = {k: n for m, v in vocab.items() for k, n in ((m, v), (f"{m}__pairs", pairs)) if n}
+        self.vocab, self.pairs, self.joint = dict(vocab), pairs, joint
+        if joint and len(set(vocab.values())) > 1:
+            raise ValueError(f"a joint TF-IDF needs one vocabulary for every text modality; sizes: {vocab}")
+        sizes = {k: n for b, ms in self.blocks().items() for k, n in ((b, vocab[ms[0]]), (f"{b}__pairs", pairs))
+                 if n}
         self.idf = nn.ParameterDict({k: nn.Parameter(torch.ones(n), requires_grad=False) for k, n in sizes.items()})
         self.linear = nn.Linear(sum(sizes.values()), num_outputs)
         self.linear.requires_grad_(False)
 
+    def blocks(self) -> dict[str, list[str]]:
+        """Feature blocks (each L2-normalised on its own) and the modalities counted into each."""
+        return {"joint": list(self.vocab)} if self.joint else {m: [m] for m in self.vocab}
+
     def options(self) -> dict[str, Any]:
-        return {"vocab": self.vocab, "num_outputs": self.linear.out_features, "pairs": self.pairs}
+        return {"vocab": self.vocab, "num_outputs": self.linear.out_features, "pairs": self.pairs,
+                "joint": self.joint}
 
     def fit_idf(self, counts: dict[str, Tensor]) -> None:
         """Smoothed idf from training counts (N, V) per block: log((1 + N) / (1 + df)) + 1."""
@@ -64,20 +77,23 @@ class TfidfLinear(nn.Module):
             self.idf[k].data = torch.log((1 + c.shape[0]) / (1 + df)) + 1
 
     def counts(self, batch: Batch) -> dict[str, Tensor]:
-        out = {}
-        for m, v in self.vocab.items():
-            inputs = batch.inputs[m]
-            present = batch.present[m].float()[:, None]  # (B, 1)
-            out[m] = token_counts(inputs["ids"], inputs["mask"], v) * present  # (B, V)
-            if self.pairs:
-                out[f"{m}__pairs"] = pair_counts(inputs["ids"], inputs["mask"], self.pairs) * present  # (B, H)
+        out: dict[str, Tensor] = {}
+        for block, modalities in self.blocks().items():
+            for m in modalities:
+                inputs = batch.inputs[m]
+                present = batch.present[m].float()[:, None]  # (B, 1)
+                parts = {block: token_counts(inputs["ids"], inputs["mask"], self.vocab[m]) * present}  # (B, V)
+                if self.pairs:
+                    parts[f"{block}__pairs"] = pair_counts(inputs["ids"], inputs["mask"], self.pairs) * present
+                for k, c in parts.items():
+                    out[k] = out[k] + c if k in out else c
         return out
 
     def features(self, counts: dict[str, Tensor]) -> Tensor:
         blocks = []
-        for m in self.vocab:
+        for b in self.blocks():
             x = torch.cat([torch.log1p(c) * self.idf[k] for k, c in counts.items()
-                           if k in (m, f"{m}__pairs")], dim=1)  # (B, V [+ H])
+                           if k in (b, f"{b}__pairs")], dim=1)  # (B, V [+ H])
             blocks.append(x / x.norm(dim=1, keepdim=True).clamp_min(1e-12))
         return torch.cat(blocks, dim=1)  # (B, sum)
 
@@ -100,6 +116,23 @@ def tree_matrix(batch: Batch, modalities: list[str]) -> Tensor:
     return torch.cat(parts, dim=1)
 
 
+NODE_TABLES = (("feature", torch.long), ("left", torch.long), ("right", torch.long), ("threshold", torch.float64),
+               ("leaf", torch.bool), ("missing_left", torch.bool))
+
+
+def descend(trees: nn.Module, x: Tensor) -> Tensor:
+    """(B, T): the leaf each record reaches in each tree of `trees`' node tables (`feature`, `threshold`, `left`,
+    `right`, `leaf`, `missing_left`, all (T, N)); `x <= threshold` goes left, NaN goes the stored side."""
+    t = torch.arange(trees.feature.shape[0], device=x.device)[None, :]  # (1, T)
+    node = torch.zeros(x.shape[0], trees.feature.shape[0], dtype=torch.long, device=x.device)  # (B, T)
+    for _ in range(trees.depth):
+        xv = x.gather(1, trees.feature[t, node])  # (B, T)
+        left = (xv <= trees.threshold[t, node]) | (xv.isnan() & trees.missing_left[t, node])
+        step = torch.where(left, trees.left[t, node], trees.right[t, node])
+        node = torch.where(trees.leaf[t, node], node, step)
+    return node
+
+
 class TreeEnsemble(nn.Module):
     """Gradient-boosted trees as padded node tables (T trees, N nodes): `x <= threshold` goes left.
 
@@ -113,9 +146,7 @@ class TreeEnsemble(nn.Module):
     def __init__(self, modalities: list[str], trees: int, nodes: int, depth: int, num_outputs: int) -> None:
         super().__init__()
         self.modalities, self.depth, self.num_outputs = list(modalities), depth, num_outputs
-        for name, dtype in (("feature", torch.long), ("left", torch.long), ("right", torch.long),
-                            ("threshold", torch.float64), ("value", torch.float64), ("leaf", torch.bool),
-                            ("missing_left", torch.bool)):
+        for name, dtype in (*NODE_TABLES, ("value", torch.float64)):
             self.register_buffer(name, torch.zeros(trees, nodes, dtype=dtype))
         self.register_buffer("output", torch.zeros(trees, dtype=torch.long))  # which logit each tree adds to
         self.register_buffer("baseline", torch.zeros(num_outputs, dtype=torch.float64))
@@ -128,13 +159,7 @@ class TreeEnsemble(nn.Module):
     def forward(self, batch: Batch) -> Tensor:
         x = tree_matrix(batch, self.modalities).double()  # (B, F)
         t = torch.arange(self.feature.shape[0], device=x.device)[None, :]  # (1, T)
-        node = torch.zeros(x.shape[0], self.feature.shape[0], dtype=torch.long, device=x.device)  # (B, T)
-        for _ in range(self.depth):
-            xv = x.gather(1, self.feature[t, node])  # (B, T)
-            left = (xv <= self.threshold[t, node]) | (xv.isnan() & self.missing_left[t, node])
-            step = torch.where(left, self.left[t, node], self.right[t, node])
-            node = torch.where(self.leaf[t, node], node, step)
-        values = self.value[t, node]  # (B, T)
+        values = self.value[t, descend(self, x)]  # (B, T)
         raw = self.baseline.expand(x.shape[0], -1).clone()  # (B, K)
         raw.index_add_(1, self.output, values)
         return raw.float()
@@ -160,4 +185,76 @@ def trees_from_sklearn(model: Any, modalities: list[str]) -> TreeEnsemble:
     return module
 
 
-CLASSICAL: dict[str, type[nn.Module]] = {"tfidf_linear": TfidfLinear, "trees": TreeEnsemble}
+class Forest(nn.Module):
+    """A random forest as padded node tables (T trees, N nodes) with a value vector (K) per node: the mean of
+    the leaves' values. Classes: the leaves hold class fractions, returned as log-probabilities (binary: the
+    log-odds of the second class), classes the forest never saw at `ABSENT`; regression: the mean value (B, 1).
+
+    Args:
+        modalities: tabular modalities whose features (in order) the trees split on.
+        trees, nodes: table sizes; depth: the deepest leaf.
+        classes: the output column of each of the K leaf values (regression: [0]).
+        num_outputs: logits per record; classify: whether the values are class fractions.
+    """
+
+    kind = "forest"
+
+    def __init__(self, modalities: list[str], trees: int, nodes: int, depth: int, classes: list[int],
+                 num_outputs: int, classify: bool) -> None:
+        super().__init__()
+        self.modalities, self.depth, self.classes = list(modalities), depth, list(classes)
+        self.num_outputs, self.classify = num_outputs, classify
+        for name, dtype in NODE_TABLES:
+            self.register_buffer(name, torch.zeros(trees, nodes, dtype=dtype))
+        self.register_buffer("value", torch.zeros(trees, nodes, len(classes)))
+
+    def options(self) -> dict[str, Any]:
+        t, n = self.feature.shape
+        return {"modalities": self.modalities, "trees": t, "nodes": n, "depth": self.depth, "classes": self.classes,
+                "num_outputs": self.num_outputs, "classify": self.classify}
+
+    def forward(self, batch: Batch) -> Tensor:
+        x = tree_matrix(batch, self.modalities).double()  # (B, F)
+        t = torch.arange(self.feature.shape[0], device=x.device)[None, :]  # (1, T)
+        mean = self.value[t, descend(self, x)].mean(1)  # (B, K)
+        if not self.classify:
+            return mean
+        return fractions_to_logits(mean, self.classes, self.num_outputs)
+
+
+def fractions_to_logits(p: Tensor, classes: list[int], num_outputs: int) -> Tensor:
+    """(B, K) fractions of the classes `classes` -> the task's logits: log-probabilities over `num_outputs`
+    classes (unseen ones at `ABSENT`), or for binary (`num_outputs` 1) the log-odds (B, 1)."""
+    full = torch.zeros(p.shape[0], max(num_outputs, 2), device=p.device)
+    full[:, classes] = p.float()
+    logp = full.clamp_min(FLOOR).log()  # (B, K)
+    logp[:, [c for c in range(full.shape[1]) if c not in classes]] = ABSENT
+    return logp[:, 1:] - logp[:, :1] if num_outputs == 1 else logp
+
+
+ABSENT = -30.0  # the logit of a class that a model's training records lack
+FLOOR = 1e-4  # the least class fraction a forest's logits express (no tree voting for a class is not certainty)
+
+
+def forest_from_sklearn(model: Any, modalities: list[str], num_outputs: int) -> Forest:
+    """Copy a fitted RandomForestClassifier/Regressor (numeric splits) into a Forest."""
+    trees = [e.tree_ for e in model.estimators_]
+    classify = hasattr(model, "classes_")
+    classes = [int(c) for c in model.classes_] if classify else [0]
+    module = Forest(modalities, len(trees), max(t.node_count for t in trees), max(max(t.max_depth, 1)
+                    for t in trees), classes, num_outputs, classify)
+    for i, t in enumerate(trees):
+        n = t.node_count
+        leaf = t.children_left == -1
+        module.feature[i, :n] = torch.from_numpy(np.where(leaf, 0, t.feature).astype(np.int64))
+        module.threshold[i, :n] = torch.from_numpy(t.threshold.astype(np.float64))
+        module.left[i, :n] = torch.from_numpy(np.where(leaf, 0, t.children_left).astype(np.int64))
+        module.right[i, :n] = torch.from_numpy(np.where(leaf, 0, t.children_right).astype(np.int64))
+        module.leaf[i, :n] = torch.from_numpy(leaf)
+        module.leaf[i, n:] = True
+        module.missing_left[i, :n] = torch.from_numpy(np.asarray(t.missing_go_to_left).astype(bool))
+        module.value[i, :n] = torch.from_numpy(t.value[:, 0, :].astype(np.float32))
+    return module
+
+
+CLASSICAL: dict[str, type[nn.Module]] = {"tfidf_linear": TfidfLinear, "trees": TreeEnsemble, "forest": Forest}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -41,9 +42,11 @@ def from_probability(p: Tensor, task: str) -> Tensor:
 
 
 def member_batch(batch: Batch, modalities: Mapping[str, str]) -> Batch:
-    """The batch as one member sees it: its own modality names, nothing else."""
-    return Batch({m: batch.inputs[e] for m, e in modalities.items()},
-                 {m: batch.present[e] for m, e in modalities.items()}, batch.target, batch.index)
+    """The batch as one member sees it: its own modality names (inputs, or a frozen encoder's cached outputs),
+    nothing else."""
+    return Batch({m: batch.inputs[e] for m, e in modalities.items() if e in batch.inputs},
+                 {m: batch.present[e] for m, e in modalities.items()}, batch.target, batch.index,
+                 {m: batch.features[e] for m, e in modalities.items() if e in batch.features})
 
 
 class EnsembleModel(nn.Module):
@@ -72,6 +75,16 @@ class EnsembleModel(nn.Module):
     def modalities(self) -> list[str]:
         return sorted({e for s in self.slots.values() for e in s.modalities.values()})
 
+    def shared_encoders(self) -> dict[str, Any]:
+        """Per ensemble modality read only by polymodal members whose encoders for it hold equal weights, that
+        encoder: its outputs can stand in for the inputs of every member (the feature cache)."""
+        readers: dict[str, list[Any]] = {}
+        for name, member in self.members.items():
+            for m, e in self.slots[name].modalities.items():
+                readers.setdefault(e, []).append(member.encoders[m] if isinstance(member, MultimodalModel) else None)
+        return {e: encs[0] for e, encs in readers.items()
+                if all(enc is not None and _same_weights(enc, encs[0]) for enc in encs)}
+
     def member_logits(self, name: str, batch: Batch) -> Tensor:
         out = self.members[name](member_batch(batch, self.slots[name].modalities))
         return out.logits if isinstance(self.members[name], MultimodalModel) else out  # (B, K)
@@ -81,3 +94,8 @@ class EnsembleModel(nn.Module):
                 for m, w in zip(self.members, self.weights))  # (B, K)
         assert isinstance(p, Tensor)
         return Output(logits=from_probability(p, self.task), fused=p, features={})
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return a is b or (type(a) is type(b) and sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa))

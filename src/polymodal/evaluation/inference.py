@@ -22,12 +22,15 @@ def frozen_features(config: Config, model: torch.nn.Module, processors: Mapping[
     (computed once and stored where the modality has `cache: true`; used where already stored otherwise), so
     evaluating it never runs those encoders again. Every evaluation of clean records goes through here.
 
-    `keep`: modalities whose inputs stay (a corrupted modality: its encoder must see the corruption). Models
-    other than one `MultimodalModel` (an ensemble) get `dataset` as it is.
+    `keep`: modalities whose inputs stay (a corrupted modality: its encoder must see the corruption). An
+    ensemble's modalities are replaced where every member reading them is a polymodal model with that frozen
+    encoder (`EnsembleModel.shared_encoders`); other models get `dataset` as it is.
     """
-    if not isinstance(model, MultimodalModel) or not len(dataset):
+    shared = getattr(model, "shared_encoders", None)
+    encoders = model.encoders if isinstance(model, MultimodalModel) else shared() if callable(shared) else None
+    if not encoders or not len(dataset):
         return dataset
-    return use_feature_cache(config, model.encoders, processors, {"data": dataset}, keep=keep, lookup=True)["data"]
+    return use_feature_cache(config, encoders, processors, {"data": dataset}, keep=keep, lookup=True)["data"]
 
 
 @torch.no_grad()
