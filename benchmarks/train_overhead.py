@@ -7,14 +7,15 @@ cosine) with a DataLoader for the same epochs, validates every epoch, keeps the 
 prints test accuracy. `polymodal train` runs the same config, with its report, with `--no-report`, and with
 `--no-report` and the imbalance diagnostics off (`training.imbalance.diagnostics: false`: no linear probes or
 gradient norms, which the hand-written script does not compute either). Each is a fresh process, run interleaved
-(A, B, C, D, A, B, C, D, ...); the script prints each run with the load average, the medians, their ratios to
-the hand-written script, and the time `import torchmetrics.functional` takes after `import torch` (polymodal's
-task metrics import it at the first validation, so it falls inside the training pass).
+(A, B, C, D, A, B, C, D, ...); the script prints each run with the load average, the medians and their ratios to
+the hand-written script.
 
     python benchmarks/train_overhead.py [--repeats 3] [--epochs 20] [--records 10000] [-- extra train args]
 
 "Training pass" is the time of the epochs (training + validation): `train_seconds` in the run's metrics.json
-for polymodal, the loop of the script for the hand-written side.
+for polymodal, the loop of the script for the hand-written side; on both sides it starts after the optimizer
+is built (building the first torch optimizer in a process imports `torch._dynamo`, ~1.5 s: part of the process
+time on both sides).
 """
 
 from __future__ import annotations
@@ -41,8 +42,6 @@ training: {{epochs: {epochs}, batch_size: 128, patience: null, progress_bar: fal
             imbalance: {{diagnostics: {diagnostics}}}}}
 output_dir: {out}
 """
-IMPORT_METRICS = ("import time, torch; t = time.perf_counter(); import torchmetrics.functional; "
-                  "print(time.perf_counter() - t)")
 
 
 def make_data(path: Path, n: int) -> None:
@@ -166,7 +165,7 @@ def main() -> None:
         variants = {"polymodal train": (configs["true"], extra),
                     "polymodal train --no-report": (configs["true"], [*extra, "--no-report"]),
                     "polymodal train --no-report, diagnostics off": (configs["false"], [*extra, "--no-report"])}
-        loads, hand, metrics_import = [os.getloadavg()], [], []
+        loads, hand = [os.getloadavg()], []
         poly: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
         for i in range(args.repeats):
             hand.append(run_bare(root / "data.parquet", args.epochs))
@@ -176,15 +175,12 @@ def main() -> None:
                 poly[name].append(run_polymodal(config, root / f"run{i}_{k}", flags))
                 print(f"  {name}: {poly[name][-1]['process']:.2f} s (loop {poly[name][-1]['loop']:.2f}); load "
                       f"{os.getloadavg()[0]:.2f}", flush=True)
-            metrics_import.append(float(subprocess.run([sys.executable, "-c", IMPORT_METRICS], check=True,
-                                                       capture_output=True, text=True).stdout))
         loads.append(os.getloadavg())
     print(f"records {args.records}, epochs {args.epochs}, batch 128, {args.repeats} repeats, OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; load average (1 min) before {loads[0][0]:.2f}, "
           f"after {loads[1][0]:.2f}")
     print(f"hand-written script: process {median(hand, 'process'):.2f} s, loop {median(hand, 'loop'):.2f} s, "
           f"test accuracy {median(hand, 'accuracy'):.4f}")
-    print(f"import torchmetrics.functional after torch: {statistics.median(metrics_import):.2f} s (median)")
     for name, runs in poly.items():
         print(f"{name}: process {median(runs, 'process'):.2f} s = "
               f"{median(runs, 'process') / median(hand, 'process'):.2f}x (goal <= 1.2x); training pass "

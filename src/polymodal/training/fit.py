@@ -8,7 +8,6 @@ reuses that run's fitted processor state and starts from its matching encoder, f
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,10 +178,9 @@ def train_process(config: Config, procs: Processes, resume: bool, callbacks: Seq
     train_data = prep.stream if prep.stream is not None else prep.datasets["train"]
     data = use_feature_cache(config, model.encoders, prep.processors,  # frozen encoders: stored features
                              {**prep.datasets, "train": train_data}, device=feature_device(cfg))
-    start = time.perf_counter()
     loop.fit(make_loader(data["train"], cfg.batch_size, True, cfg.num_workers, cfg.seed),
              make_loader(data["val"], cfg.batch_size, False, cfg.num_workers), resume=resume)
-    seconds = time.perf_counter() - start
+    seconds = loop.seconds  # the epochs; the set-up (optimizer, moving the model) is in the process's time
     if not procs.chief:
         return TrainResult(run_dir, {}, count_parameters(model), seconds, loop.current_epoch)
     load_best(module, loop)

@@ -18,6 +18,7 @@ import math
 import os
 import random
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -132,6 +133,7 @@ class Loop:
         self.wait = 0
         self.should_stop = False
         self.callback_metrics: dict[str, float] = {}
+        self.seconds = 0.0  # wall time of this process's epochs (training + validation), not the set-up before
         self.best_path = run_dir / "checkpoints" / "best.ckpt"
         self.last_path = run_dir / "checkpoints" / "last.ckpt"
         self._ddp: nn.Module | None = None
@@ -158,7 +160,9 @@ class Loop:
         for callback in self.callbacks:
             callback.on_train_start(self, self.module)
         while self.current_epoch < self.cfg.epochs and not self.should_stop:
+            start = time.perf_counter()
             self.run_epoch(train_loader, val_loader, log)
+            self.seconds += time.perf_counter() - start
         for callback in self.callbacks:
             callback.on_train_end(self, self.module)
 
