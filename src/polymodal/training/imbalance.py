@@ -122,7 +122,7 @@ class Imbalance(nn.Module):
     def __init__(self, model: MultimodalModel, task: Task, config: ImbalanceConfig, seed: int = 0) -> None:
         super().__init__()
         remedy = REMEDIES.get(config.method)
-        remedy.check_task(task)  # type: ignore[attr-defined]
+        remedy.check_task(task, config.method)  # type: ignore[attr-defined]
         self.config = config
         self.task = task
         self.modalities = model.modalities

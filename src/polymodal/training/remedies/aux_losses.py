@@ -16,7 +16,6 @@ from polymodal.training.remedies.base import REMEDIES, Remedy
 class AuxLosses(Remedy):
     """Adds every modality's unimodal loss, weighted by `aux_weight`, to the multimodal loss."""
 
-    name = "aux_losses"
     unimodal = True
 
     def loss(self, model: MultimodalModel, heads: nn.Module, task_loss: Tensor, others: Sequence[Tensor],

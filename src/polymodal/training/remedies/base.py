@@ -46,7 +46,6 @@ class Remedy(nn.Module):
         branches: whether the fusion has per-modality branches (`Output.modality_logits`).
     """
 
-    name: ClassVar[str]
     unimodal: ClassVar[bool] = False
     confidence: ClassVar[bool] = False
     own_scores: bool = False
@@ -60,10 +59,10 @@ class Remedy(nn.Module):
         self.modalities = model.modalities
 
     @classmethod
-    def check_task(cls, task: Task) -> None:
-        """Raise ValueError (naming the config key) if this remedy cannot train `task`."""
+    def check_task(cls, task: Task, method: str) -> None:
+        """Raise ValueError (naming the config key) if this remedy, registered as `method`, cannot train `task`."""
         if task.num_outputs == 0:
-            raise ValueError(f"training.imbalance.method: {cls.name!r} trains with unimodal task losses or "
+            raise ValueError(f"training.imbalance.method: {method!r} trains with unimodal task losses or "
                              f"confidences and needs a task head; task {task.name} has none (use method: none)")
 
     def loss(self, model: MultimodalModel, heads: nn.Module, task_loss: Tensor, others: Sequence[Tensor],

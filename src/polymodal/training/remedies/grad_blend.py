@@ -44,7 +44,6 @@ class GradBlend(Remedy):
     """Weights the fused and unimodal losses, re-estimated from validation every `blend_window` epochs. The
     weights and their reference are buffers, saved in checkpoints so that a resumed run goes on blending alike."""
 
-    name = "grad_blend"
     unimodal = True
 
     def __init__(self, model: MultimodalModel, task: Task, config: ImbalanceConfig, seed: int = 0,

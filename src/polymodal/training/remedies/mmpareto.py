@@ -81,7 +81,6 @@ def _sum(grads: Sequence[Tensor | None], like: Tensor) -> Tensor:
 class MMPareto(Remedy):
     """Back-propagates a surrogate loss whose gradient is MMPareto's combination (see `pareto_surrogate`)."""
 
-    name = "mmpareto"
     unimodal = True
 
     def loss(self, model: MultimodalModel, heads: nn.Module, task_loss: Tensor, others: Sequence[Tensor],

@@ -10,8 +10,7 @@ from polymodal.training.remedies.base import REMEDIES, Remedy
 class NoRemedy(Remedy):
     """Every hook of the contract left as it is: the task loss plus the other losses, gradients untouched."""
 
-    name = "none"
 
     @classmethod
-    def check_task(cls, task: Task) -> None:
+    def check_task(cls, task: Task, method: str) -> None:
         """Any task trains without a remedy."""

@@ -97,7 +97,6 @@ def fused_unimodal_logits(model: MultimodalModel, features: Mapping[str, Tensor]
 class OGMGE(Remedy):
     """Scales each dominant encoder's gradient (or parameter change) by its k; see the module docstring."""
 
-    name = "ogm_ge"
     confidence = True
 
     def __init__(self, model: MultimodalModel, task: Task, config: ImbalanceConfig, seed: int = 0,
@@ -115,8 +114,8 @@ class OGMGE(Remedy):
         self.reset_train()
 
     @classmethod
-    def check_task(cls, task: Task) -> None:
-        super().check_task(task)
+    def check_task(cls, task: Task, method: str) -> None:
+        super().check_task(task, method)
         if not isinstance(task, (Multiclass, Binary)):
             raise ValueError(f"training.imbalance.method: 'ogm_ge' compares each modality's confidence in the true "
                              f"class and needs task binary or multiclass, not {task.name}")
