@@ -33,6 +33,7 @@ from torch import Tensor
 from polymodal.data.dataset import MultimodalDataset
 from polymodal.evaluation.inference import predict_outputs
 from polymodal.fusion.base import Calibration
+from polymodal.metrics import auroc
 from polymodal.model import MultimodalModel
 from polymodal.output import Output
 from polymodal.processors import Processor
@@ -204,20 +205,10 @@ def _plain(value: Any) -> Any:
 
 
 def detection_auroc(clean: np.ndarray, shifted: np.ndarray) -> float:
-    """AUROC of a score that should be higher on shifted records than on clean ones (ties count half)."""
+    """AUROC of a score that should be higher on shifted records than on clean ones (ties count half); NaN
+    values are left out, and NaN is returned when either side is then empty."""
     clean, shifted = clean[~np.isnan(clean)], shifted[~np.isnan(shifted)]
     if not len(clean) or not len(shifted):
         return float("nan")
-    ranks = _average_ranks(np.concatenate([clean, shifted]))
-    rank_sum = ranks[len(clean):].sum()
-    return float((rank_sum - len(shifted) * (len(shifted) + 1) / 2) / (len(clean) * len(shifted)))
-
-
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks of x with ties given their average rank."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(1, len(x) + 1)
-    _, inverse = np.unique(x, return_inverse=True)
-    sums = np.bincount(inverse, weights=ranks)
-    return (sums / np.bincount(inverse))[inverse]
+    scores = torch.as_tensor(np.concatenate([clean, shifted]))
+    return float(auroc(scores, torch.arange(len(scores)) >= len(clean)))

@@ -126,7 +126,6 @@ class Loop:
         self.monitor, self.mode, self.callbacks = monitor, mode, list(callbacks)
         self.device = procs.device
         self.amp = Precision(training.precision, self.device)
-        self.precision = training.precision
         self.current_epoch = 0
         self.global_step = 0
         self.best_score: float | None = None
@@ -138,6 +137,11 @@ class Loop:
         self.last_path = run_dir / "checkpoints" / "last.ckpt"
         self._ddp: nn.Module | None = None
         self._trainable: frozenset[int] = frozenset()
+
+    @property
+    def precision(self) -> str:
+        """The `training.precision` setting (for callbacks)."""
+        return self.amp.name
 
     # ---- the run ----------------------------------------------------------------------------------------------
     def fit(self, train_loader: DataLoader[Any], val_loader: DataLoader[Any], resume: bool = False) -> None:
