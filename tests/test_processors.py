@@ -80,6 +80,16 @@ def test_log_mel_of_short_clip() -> None:
     assert log_mel(np.zeros(10, np.float32), 8000, 8).shape == (1, 8)
 
 
+def test_log_mel_hop_keeps_every_other_window_and_the_export_agrees() -> None:
+    from polymodal.export.preprocess import log_mel as exported_log_mel
+
+    wave = np.random.default_rng(0).normal(size=8000).astype(np.float32)
+    every_10, every_20 = log_mel(wave, 8000, 16), log_mel(wave, 8000, 16, hop_ms=20)
+    assert every_10.shape == (97, 16) and every_20.shape == (49, 16)  # (8000 - 256) // hop + 1 windows
+    np.testing.assert_allclose(every_20, every_10[::2], atol=1e-5)
+    np.testing.assert_allclose(exported_log_mel(wave, 8000, 16, 20.0), every_20, atol=1e-3)
+
+
 def test_corrupt_audio_is_a_record_error(tmp_path: Path) -> None:
     (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEjunk")
     proc = build_processor(AudioSpec(type="audio"), "a")

@@ -59,7 +59,8 @@ def av_digits_config(dataset: str, modalities: list[str], fusion: str, out: Path
     specs: dict[str, Any] = {
         "image": {"type": "image", "field": "image", "size": 28, "channels": 1,
                   "encoder": {"name": "image_cnn", "width": 16, "out_dim": 64}},
-        "audio": {"type": "audio", "field": "audio", "sample_rate": 8000, "n_mels": 32, "max_seconds": 1.0,
+        "audio": {"type": "audio", "field": "audio", "sample_rate": 8000, "n_mels": 24, "max_seconds": 1.0,
+                  "hop_ms": 15,
                   "encoder": {"name": "audio_cnn", "width": 16, "out_dim": 64}},
     }
     return parse_config({

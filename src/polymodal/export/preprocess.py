@@ -86,7 +86,8 @@ def audio(value: Any, root: Path, spec: Mapping[str, Any], state: Mapping[str, A
         raise ValueError("audio without samples, or with NaN or infinite ones")
     target = int(spec["sample_rate"])
     wave = resample(wave, int(rate), target)[: int(spec["max_seconds"] * target)]
-    mel = utterance_normalized(log_mel(wave, target, int(spec["n_mels"])), spec.get("utterance_norm", "none"))
+    mel = log_mel(wave, target, int(spec["n_mels"]), float(spec.get("hop_ms", 10.0)))
+    mel = utterance_normalized(mel, spec.get("utterance_norm", "none"))
     return {"mel": standardized(mel, state)}
 
 
@@ -145,9 +146,9 @@ def upfirdn(h: np.ndarray, x: np.ndarray, up: int, down: int, start: int, count:
     return out
 
 
-def log_mel(wave: np.ndarray, rate: int, n_mels: int) -> np.ndarray:
-    """(T, n_mels) log(mel power + 1e-6) of 25 ms Hann windows (centred in a power-of-2 FFT) every 10 ms."""
-    win, hop = int(0.025 * rate), int(0.010 * rate)
+def log_mel(wave: np.ndarray, rate: int, n_mels: int, hop_ms: float) -> np.ndarray:
+    """(T, n_mels) log(mel power + 1e-6) of 25 ms Hann windows (centred in a power-of-2 FFT) every `hop_ms` ms."""
+    win, hop = int(0.025 * rate), max(1, int(hop_ms / 1000 * rate))
     n_fft = 1 << (win - 1).bit_length()
     x = np.pad(wave, (0, max(0, n_fft - len(wave)))).astype(np.float32)
     window = np.zeros(n_fft, dtype=np.float32)

@@ -23,6 +23,8 @@ class AudioSpec(ModalityBase):
     type: Literal["audio"]
     sample_rate: int = Field(16000, ge=1000)
     n_mels: int = Field(40, ge=8)
+    hop_ms: float = Field(10.0, ge=1.0, le=25.0, description="log_mel frontend: milliseconds between the 25 ms "
+                          "windows; 20 halves the frames, and with them the audio encoder's cost")
     max_seconds: float = Field(2.0, gt=0)
     frontend: Literal["log_mel", "aisfx"] = Field(
         "log_mel", description="log_mel: 25 ms windows, n_mels bands, normalised by training statistics | aisfx: "
@@ -51,7 +53,7 @@ class AudioSpec(ModalityBase):
 def describe(spec: AudioSpec, state: str) -> str:
     return (f"mel (B, T, {spec.n_mels}) float32: mono, resampled to {spec.sample_rate} Hz as "
             f"scipy.signal.resample_poly does (Kaiser window, beta 5), cut to {spec.max_seconds} s; "
-            "log(mel power + 1e-6) of 25 ms periodic Hann windows centred in a power-of-2 FFT frame every 10 ms, "
+            f"log(mel power + 1e-6) of 25 ms periodic Hann windows centred in a power-of-2 FFT frame every {spec.hop_ms:g} ms, "
             f"no edge padding (HTK mel filterbank, {spec.n_mels} bands), "
             + utterance_words(spec.utterance_norm)
             + f"then (x - mean) / std per band (mean/std: {state}), padding steps 0; "

@@ -69,7 +69,7 @@ class AudioProcessor(Processor):
             from polymodal.encoders.pretrained.aisfx import aisfx_mel
 
             return {"mel": aisfx_mel(wave)}
-        return {"mel": log_mel(wave, self.spec.sample_rate, self.spec.n_mels)}
+        return {"mel": log_mel(wave, self.spec.sample_rate, self.spec.n_mels, self.spec.hop_ms)}
 
     def blank(self) -> Arrays:
         return {"mel": np.zeros((1, self.spec.n_mels), dtype=np.float32)}
@@ -114,9 +114,9 @@ def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
     return resample_poly(wave, target // g, rate // g).astype(np.float32)
 
 
-def log_mel(wave: np.ndarray, rate: int, n_mels: int) -> np.ndarray:
-    """(T, n_mels) log-mel energies: 25 ms Hann windows (zero-padded to a power of 2) every 10 ms."""
-    win, hop = int(0.025 * rate), int(0.010 * rate)
+def log_mel(wave: np.ndarray, rate: int, n_mels: int, hop_ms: float = 10.0) -> np.ndarray:
+    """(T, n_mels) log-mel energies: 25 ms Hann windows (zero-padded to a power of 2) every `hop_ms` ms."""
+    win, hop = int(0.025 * rate), max(1, int(hop_ms / 1000 * rate))
     n_fft = 1 << (win - 1).bit_length()
     x = torch.from_numpy(wave)
     if x.numel() < n_fft:
