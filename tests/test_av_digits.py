@@ -55,8 +55,8 @@ def test_quickstart_trains_side_by_side_with_one_thread_each(monkeypatch: pytest
     from polymodal.apps import quickstart
 
     assert quickstart.plan_processes(1, 4) == (1, 1)  # a busy machine: one model at a time, one thread
-    assert quickstart.plan_processes(2, 4) == (2, 1)  # two idle cores: two models at a time
-    assert quickstart.plan_processes(3, 4) == (3, 1)
+    assert quickstart.plan_processes(2, 4) == (4, 1)  # two idle cores: every model at once, sharing them
+    assert quickstart.plan_processes(3, 4) == (4, 1)
     assert quickstart.plan_processes(8, 4) == (4, 2)  # never more processes than models
     monkeypatch.setattr(quickstart, "can_fork", lambda: False)
     assert quickstart.plan_processes(2, 4) == (1, 2)  # no fork: one process with the threads

@@ -29,7 +29,6 @@ MODELS: dict[str, tuple[list[str], str]] = {
     "concat": (["image", "audio"], "concat"),
     "late": (["image", "audio"], "late"),
 }
-LONGEST_FIRST = ["late", "concat", "audio", "image"]  # training order when several processes share the work
 
 
 class Outcome(NamedTuple):
@@ -103,11 +102,13 @@ def quickstart(out: Path, epochs: int = 8, seed: int = 0, variant: str = "mnist"
 
 def plan_processes(threads: int, models: int) -> tuple[int, int]:
     """(processes, torch threads each) for a budget of `threads`: small models gain more from training side by
-    side, one thread each, than from sharing threads within one model. One process where fork is unavailable."""
+    side, one thread each, than from sharing threads within one model. With two or more threads, one process
+    per model: the models differ in length (the image model takes a quarter of the others' time), and processes
+    that share the cores keep every core busy until the last model ends, where a process per core would leave
+    cores idle behind the longest. One process where fork is unavailable."""
     if threads < 2 or not can_fork():
         return 1, max(1, threads)
-    processes = min(threads, models)
-    return processes, max(1, threads // processes)
+    return models, max(1, threads // models)
 
 
 def can_fork() -> bool:
@@ -116,7 +117,7 @@ def can_fork() -> bool:
 
 
 def train_all(job: Job, processes: int, threads: int) -> Iterator[tuple[str, Outcome]]:
-    """Train every model, longest first, in `processes` forked processes (in this one when 1), as they finish."""
+    """Train every model in `processes` forked processes (in this one when 1); yield them as they finish."""
     global _JOB
     _JOB, parent_threads = job, torch.get_num_threads()
     try:
@@ -128,7 +129,7 @@ def train_all(job: Job, processes: int, threads: int) -> Iterator[tuple[str, Out
         context = multiprocessing.get_context("fork")  # children inherit the decoded table, not a pickled copy
         with ProcessPoolExecutor(processes, mp_context=context, initializer=torch.set_num_threads,
                                  initargs=(threads,)) as pool:
-            futures = {pool.submit(train_one, name): name for name in LONGEST_FIRST}
+            futures = {pool.submit(train_one, name): name for name in MODELS}
             for future in as_completed(futures):
                 yield futures[future], future.result()
     finally:
