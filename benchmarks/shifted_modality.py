@@ -91,7 +91,7 @@ def change_gates(run: Any, change: str) -> None:
         if change == "gates open":
             gate.means = gate.means[:0]
         else:
-            ref = refs[m]
+            ref = refs[m].pooled  # the gate reads pooled features
             gate.fit(torch.as_tensor(ref.means), torch.as_tensor(ref.precision), torch.as_tensor(ref.distances),
                      float(change.split()[1]), run.model.fusion.sharpness)
 

@@ -83,3 +83,27 @@ def test_cnn_channels_last_layout_stays_inside(name: str, tmp_path: Any) -> None
     again = build(name).eval()
     again.load_state_dict(load_file(str(tmp_path / "w.safetensors")))
     assert torch.equal(again(inputs).pooled, out)
+
+
+@pytest.mark.parametrize("name", ENCODERS.names())
+def test_stats_only_outside_training_and_only_from_the_cnns(name: str) -> None:
+    torch.manual_seed(0)
+    enc = build(name)
+    inputs = make_inputs(ENCODERS.get(name).modalities[0])
+    assert enc.train()(inputs).stats is None  # training pays nothing for them
+    stats = enc.eval()(inputs).stats
+    if name not in ("image_cnn", "audio_cnn"):
+        assert stats is None
+        return
+    first = enc.convs[0][0](inputs["pixels"] if name == "image_cnn" else inputs["mel"][:, None])  # (B, C, H, W)
+    want = torch.cat([first.mean((2, 3)), first.std((2, 3), correction=0)], 1)  # (B, 2C)
+    assert stats is not None and torch.allclose(stats, want, atol=1e-5)
+
+
+def test_audio_stats_count_real_time_steps_only() -> None:
+    torch.manual_seed(0)
+    enc = build("audio_cnn").eval()
+    mel, mask = torch.randn(2, 24, 16), torch.ones(2, 24, dtype=torch.bool)
+    mel[1, 15:], mask[1, 15:] = 0.0, False  # record 1: 15 real steps, zero padding (as batches are padded)
+    alone = enc({"mel": mel[1:, :15], "mask": mask[1:, :15]}).stats
+    assert torch.allclose(enc({"mel": mel, "mask": mask}).stats[1], alone[0], atol=1e-5)

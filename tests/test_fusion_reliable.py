@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from polymodal.cli import main
 from polymodal.config import parse_config
-from polymodal.evaluation.reliability import fit_reference
+from polymodal.evaluation.reliability import POOLED, STATS, fit_reference, load_reliability
 from polymodal.fusion import FUSIONS
 from polymodal.fusion.base import Calibration
 from polymodal.fusion.reliable import ReliableFusion, fit_temperature
@@ -107,6 +107,12 @@ def test_training_calibrates_the_saved_run_and_compare_lists_it(data_dir: Path, 
     train(parse_config(make_config(data_dir, run, ["photo", "emb"], fusion="reliable", epochs=1)))
     weights = load_file(str(run / "model.safetensors"))
     assert weights["fusion.gates.emb.means"].shape[0] == 3  # classes x, y, z: calibrated before saving
+    photo = load_reliability(run)["photo"]
+    assert set(photo.views) == {POOLED, STATS}  # the image CNN gives first-layer stats; the gate reads pooled only
+    assert torch.equal(weights["fusion.gates.photo.means"], torch.as_tensor(photo.pooled.means, dtype=torch.float32))
+    assert torch.equal(weights["fusion.gates.photo.precision"], torch.as_tensor(photo.pooled.precision))
+    pooled_line = torch.quantile(torch.as_tensor(photo.pooled.distances), 0.95).float()
+    assert weights["fusion.gates.photo.threshold"] == pooled_line and pooled_line != photo.threshold
     frame = pd.read_parquet(data_dir / "data.parquet").head(12).copy()
     frame["emb"] = [list(np.asarray(v) * 40.0 + 25.0) for v in frame["emb"]]  # far outside the training data
     got = Predictor.load(run).predict(frame, root=data_dir, with_reliability=True)

@@ -10,22 +10,33 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import make_config
 from fastapi.testclient import TestClient
+from safetensors.numpy import save_file
 
 from polymodal.cli import main
 from polymodal.config import parse_config
 from polymodal.data.sources import Table
+from polymodal.encoders.cnn import ImageCNN
+from polymodal.evaluation.contribution import split_dataset
+from polymodal.evaluation.inference import predict_outputs
 from polymodal.evaluation.reliability import (
+    POOLED,
     RELIABILITY,
+    STATS,
     detection_auroc,
+    fit_modality,
     fit_reference,
     load_reliability,
     mahalanobis,
+    modality_reliability,
     p_value,
+    record_distance,
     write_reliability,
 )
-from polymodal.evaluation.shifted import shifted_modality
+from polymodal.evaluation.shifted import references, shifted_modality
+from polymodal.output import Output
 from polymodal.predictor import Predictor
 from polymodal.rundir import load_run
 from polymodal.serve import ServeSettings, create_app
@@ -44,18 +55,74 @@ def test_reference_flags_far_points_and_keeps_validation_typical() -> None:
     assert (p_value(ref, mahalanobis(ref, near)) > 0.5).all() and p_value(ref, mahalanobis(ref, far))[0] == 0.0
 
 
+def output_of(features: dict[str, np.ndarray], stats: dict[str, np.ndarray] | None = None) -> Output:
+    n = len(next(iter(features.values())))
+    return Output(logits=torch.zeros(n, 2), fused=torch.zeros(n, 2),
+                  features={m: torch.as_tensor(f) for m, f in features.items()},
+                  stats={m: torch.as_tensor(f) for m, f in (stats or {}).items()})
+
+
 def test_calibration_round_trips_in_compact_tensors(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     feats = {"wide": rng.normal(size=(300, 256)), "a.b": rng.normal(size=(50, 4))}
-    refs = {m: fit_reference(f, np.arange(len(f)) % 3) for m, f in feats.items()}
+    stats = {"wide": rng.normal(size=(300, 16))}  # "a.b": an encoder without stats
+    refs = {m: fit_modality({POOLED: f, **({STATS: stats[m]} if m in stats else {})}, np.arange(len(f)) % 3)
+            for m, f in feats.items()}
     write_reliability(tmp_path, refs)
     loaded = load_reliability(tmp_path)
-    assert set(loaded) == set(refs)
+    assert set(loaded) == set(refs) and set(loaded["wide"].views) == {POOLED, STATS}
+    out = output_of(feats, stats)
     for m, ref in refs.items():
-        assert np.array_equal(mahalanobis(loaded[m], feats[m]), mahalanobis(ref, feats[m]))
-        assert loaded[m].threshold == ref.threshold
+        assert np.array_equal(record_distance(loaded[m], out, m), record_distance(ref, out, m))
+        assert loaded[m].threshold == ref.threshold and np.array_equal(loaded[m].distances, ref.distances)
     # a (256, 256) precision in float32 plus means and distances; as JSON text it took over 1 MB
     assert (tmp_path / RELIABILITY).stat().st_size < 300_000
+
+
+def test_a_file_with_the_pooled_view_only_gives_the_pooled_numbers(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    val, test = rng.normal(size=(200, 6)), rng.normal(size=(20, 6)) * 1.5
+    old = fit_reference(val, np.arange(200) % 2)
+    save_file(old.arrays("photo"), str(tmp_path / RELIABILITY))  # as written before the stats view existed
+    ref = load_reliability(tmp_path)["photo"]
+    assert set(ref.views) == {POOLED} and ref.threshold == old.threshold
+    out = output_of({"photo": test}, {"photo": rng.normal(size=(20, 8)) + 50})  # stats now come, but unused
+    frame = modality_reliability({"photo": ref}, out, {"photo": np.ones(20, dtype=bool)})["photo"]
+    assert np.array_equal(frame["distance"], mahalanobis(old, test))
+    assert np.array_equal(frame["reliability"], p_value(old, mahalanobis(old, test)))
+    assert np.array_equal(frame["ood"], mahalanobis(old, test) > old.threshold)
+
+
+def test_combined_score_flags_what_only_one_view_sees_and_keeps_five_percent_false_alarms() -> None:
+    rng = np.random.default_rng(3)
+    pooled, stats = rng.normal(size=(2000, 4)), rng.normal(size=(2000, 3)) * 10
+    ref = fit_modality({POOLED: pooled[:1000], STATS: stats[:1000]}, np.zeros(1000, dtype=np.int64))
+    clean = output_of({"m": pooled[1000:]}, {"m": stats[1000:]})
+    assert 0.03 <= (record_distance(ref, clean, "m") > ref.threshold).mean() <= 0.07
+    low_level = output_of({"m": pooled[1000:]}, {"m": stats[1000:] + 60})  # pooled features unchanged
+    high_level = output_of({"m": pooled[1000:] + 6}, {"m": stats[1000:]})
+    assert (record_distance(ref, low_level, "m") > ref.threshold).mean() > 0.99
+    assert (record_distance(ref, high_level, "m") > ref.threshold).mean() > 0.99
+
+
+def test_first_layer_statistics_flag_image_noise_that_leaves_pooled_features_typical() -> None:
+    """A CNN whose pooled features stay typical under noise (here: made equal to the clean ones) still flags
+    noisy images through its first convolution's statistics; in distribution, few false alarms."""
+    torch.manual_seed(0)
+    encoder = ImageCNN(in_channels=1, out_dim=8, width=4, blocks=1).eval()
+    smooth = torch.nn.functional.avg_pool2d(torch.rand(400, 1, 20, 20), 5, 1, 2, count_include_pad=False)
+    images = smooth[:, :, 2:18, 2:18]  # (N, 1, 16, 16) in-distribution images
+    noisy = images[300:] + 0.3 * torch.randn(100, 1, 16, 16)
+    with torch.no_grad():
+        val, test, shifted = encoder({"pixels": images[:300]}), encoder({"pixels": images[300:]}), \
+            encoder({"pixels": noisy})
+    ref = fit_modality({POOLED: val.pooled.double().numpy(), STATS: val.stats.double().numpy()},
+                       np.zeros(300, dtype=np.int64))
+    clean = output_of({"image": test.pooled.numpy()}, {"image": test.stats.numpy()})
+    noise = output_of({"image": test.pooled.numpy()}, {"image": shifted.stats.numpy()})
+    clean_d, noise_d = record_distance(ref, clean, "image"), record_distance(ref, noise, "image")
+    assert detection_auroc(clean_d, noise_d) > 0.95 and (noise_d > ref.threshold).mean() > 0.9
+    assert (clean_d > ref.threshold).mean() < 0.15
 
 
 def test_detection_auroc() -> None:
@@ -149,3 +216,37 @@ def test_robustness_command_writes_the_shifted_section(run_dir: Path, data_dir: 
     assert "## Shifted modality" in (run_dir / "report.md").read_text()
     assert main(["robustness", str(run_dir), "--held-out", f"{held}:sound"]) == 2
     assert "'sound' is not a modality of this run; it has photo, emb" in capsys.readouterr().err
+
+
+def test_outputs_carry_stats_outside_training_only(run_dir: Path) -> None:
+    from polymodal.data.dataset import make_loader, to_model_inputs
+
+    run = load_run(run_dir)
+    val = split_dataset(run, "val")
+    out, _ = predict_outputs(run.model, run.processors, val)
+    assert set(out.stats) == {"photo"} and out.stats["photo"].shape == (len(val), 16)  # emb's MLP gives none
+    batch = to_model_inputs(next(iter(make_loader(val, 4, shuffle=False))), run.processors, train=False)
+    assert run.model.train()(batch).stats == {}
+    refs = load_reliability(run_dir)
+    assert set(refs["photo"].views) == {POOLED, STATS} and set(refs["emb"].views) == {POOLED}
+
+
+def test_a_run_calibrated_before_the_stats_view_is_recalibrated_for_shift_evaluation(run_dir: Path,
+                                                                                      tmp_path: Path) -> None:
+    refs = load_reliability(run_dir)
+    copy = tmp_path / "old"
+    shutil.copytree(run_dir, copy)
+    save_file({k: v for m, r in refs.items() for k, v in r.pooled.arrays(m).items()}, str(copy / RELIABILITY))
+    assert set(load_reliability(copy)["photo"].views) == {POOLED}
+    redone = references(load_run(copy))
+    assert set(redone["photo"].views) == {POOLED, STATS}
+    assert np.allclose(redone["photo"].distances, refs["photo"].distances)  # the same validation split
+    assert references(load_run(run_dir))["photo"].threshold == refs["photo"].threshold  # stored: used as is
+
+
+def test_outputs_without_stats_are_scored_on_the_pooled_view_in_the_combined_units() -> None:
+    rng = np.random.default_rng(4)
+    pooled, stats = rng.normal(size=(600, 4)), rng.normal(size=(600, 3))
+    ref = fit_modality({POOLED: pooled[:500], STATS: stats[:500]}, np.zeros(500, dtype=np.int64))
+    got = record_distance(ref, output_of({"m": pooled[500:]}), "m")  # e.g. a frozen encoder's stored outputs
+    assert np.allclose(got, mahalanobis(ref.pooled, pooled[500:]) / ref.pooled.threshold)

@@ -15,11 +15,14 @@ class EncoderOutput:
         pooled: (B, D) one vector per record.
         tokens: (B, T, D) per-position features, or None.
         mask: (B, T) True where a token is real (not padding), or None.
+        stats: (B, S) low-level summary statistics of the input as the encoder's first layer sees it (the CNNs:
+            per-channel mean and std of the first convolution's output), outside training only; else None.
     """
 
     pooled: Tensor
     tokens: Tensor | None = None
     mask: Tensor | None = None
+    stats: Tensor | None = None
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:

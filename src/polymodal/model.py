@@ -86,6 +86,7 @@ class MultimodalModel(nn.Module):
             aux_losses={**fused.aux_losses, **head.aux_losses},
             embeddings=self.embeddings(features, batch.present),
             sequences=head.sequences,
+            stats={m: e.stats for m, e in encoded.items() if e.stats is not None},
         )
 
 
@@ -94,12 +95,12 @@ def with_placeholder(out: EncoderOutput, present: Tensor, placeholder: Tensor) -
     keep = present[:, None]  # (B, 1)
     pooled = torch.where(keep, out.pooled, placeholder.expand_as(out.pooled))  # (B, D)
     if out.tokens is None:
-        return EncoderOutput(pooled)
+        return EncoderOutput(pooled, stats=out.stats)
     tokens = torch.where(keep[..., None], out.tokens, placeholder.expand_as(out.tokens))  # (B, T, D)
     mask = torch.ones(out.tokens.shape[:2], dtype=torch.bool, device=pooled.device) if out.mask is None else out.mask
     first = torch.zeros_like(mask)
     first[:, 0] = True
-    return EncoderOutput(pooled, tokens, torch.where(keep, mask, first))
+    return EncoderOutput(pooled, tokens, torch.where(keep, mask, first), out.stats)
 
 
 def count_parameters(model: nn.Module) -> int:

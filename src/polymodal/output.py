@@ -21,6 +21,8 @@ class Output:
         aux_losses: auxiliary training losses by name (from the fusion), added to the task loss.
         embeddings: per modality, (B, E) L2-normalised embeddings in the shared space of the contrastive
             objective (None without one); rows of records missing that modality are NaN.
+        stats: per modality, (B, S) the encoder's low-level input statistics (`EncoderOutput.stats`), for the
+            modalities whose encoder gives them (outside training; not for frozen encoders' stored outputs).
         sequences: task generation, outside training: (B, S) generated token ids (logits are then the
             teacher-forced (B, L-1, V) logits of the target, (B, 0, V) without one).
     """
@@ -33,3 +35,4 @@ class Output:
     aux_losses: dict[str, Tensor] = field(default_factory=dict)
     embeddings: dict[str, Tensor] | None = None
     sequences: Tensor | None = None
+    stats: dict[str, Tensor] = field(default_factory=dict)

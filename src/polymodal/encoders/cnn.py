@@ -32,6 +32,33 @@ def conv_block(c_in: int, c_out: int, pool: tuple[int, int]) -> nn.Sequential:
                          nn.BatchNorm2d(c_out), nn.GELU())
 
 
+def run_convs(convs: nn.Sequential, x: Tensor) -> tuple[Tensor, Tensor]:
+    """`convs` (conv blocks) on x, and the output of the first block's convolution (before pool, norm, GELU)."""
+    first = convs[0][0](x)  # (B, C, H, W)
+    h = first
+    for layer in list(convs[0])[1:] + list(convs)[1:]:
+        h = layer(h)
+    return h, first
+
+
+def channel_stats(x: Tensor, mask: Tensor | None = None) -> Tensor:
+    """(B, 2C): per-channel mean, then std, of a map x (B, C, T, M) over its positions (with mask (B, T): over
+    the real steps of T only, every M).
+
+    One pass of sums and sums of squares over the channels-last layout the convolutions give (a third of the
+    cost of `torch.var_mean` over the spatial axes).
+    """
+    h = x.permute(0, 2, 3, 1)  # (B, T, M, C): a view for a channels-last map
+    n = float(h.shape[1] * h.shape[2])
+    if mask is not None:
+        h = h * mask.to(h.dtype)[:, :, None, None]  # padded steps count for nothing
+        n = (mask.sum(1, keepdim=True) * h.shape[2]).clamp_min(1).to(h.dtype)  # (B, 1)
+    h = h.flatten(1, 2)  # (B, T*M, C)
+    mean = h.sum(1) / n  # (B, C)
+    square = torch.linalg.vector_norm(h, dim=1) ** 2 / n  # (B, C) mean of squares
+    return torch.cat([mean, (square - mean**2).clamp_min(0).sqrt()], 1)
+
+
 def window_any(mask: Tensor, stride: int, n: int) -> Tensor:
     """(B, n): whether each of the first n windows of `stride` steps of mask (B, T) holds a True step.
 
@@ -44,7 +71,8 @@ def window_any(mask: Tensor, stride: int, n: int) -> Tensor:
 
 @ENCODERS.register("image_cnn")
 class ImageCNN(Encoder):
-    """Conv-pool-BN-GELU blocks doubling the width; tokens are the final feature map's positions.
+    """Conv-pool-BN-GELU blocks doubling the width; tokens are the final feature map's positions. Outside
+    training, `stats` are the per-channel mean and std of the first convolution's output.
 
     Args:
         in_channels: image channels (derived).
@@ -66,14 +94,16 @@ class ImageCNN(Encoder):
         self.out_dim = out_dim
 
     def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
-        fmap = self.convs(inputs["pixels"])  # (B, C, h, w)
+        fmap, first = run_convs(self.convs, inputs["pixels"])  # (B, C, h, w), (B, C1, H, W)
         tokens = self.proj(fmap.flatten(2).transpose(1, 2))  # (B, h*w, D)
-        return EncoderOutput(pooled=self.drop(tokens.mean(1)), tokens=tokens)
+        stats = None if self.training else channel_stats(first)  # (B, 2 * C1)
+        return EncoderOutput(pooled=self.drop(tokens.mean(1)), tokens=tokens, stats=stats)
 
 
 @ENCODERS.register("audio_cnn")
 class AudioCNN(Encoder):
-    """2-D convolutions over (time, mel); each time step's channels x mel bands become one token.
+    """2-D convolutions over (time, mel); each time step's channels x mel bands become one token. Outside
+    training, `stats` are the per-channel mean and std of the first convolution's output over the real time steps.
 
     Args:
         n_mels: mel bands (derived).
@@ -101,7 +131,8 @@ class AudioCNN(Encoder):
         if t < self.time_stride:
             mel = F.pad(mel, (0, 0, 0, self.time_stride - t))
             mask = F.pad(mask, (0, self.time_stride - t))
-        fmap = self.convs(mel[:, None])  # (B, C, T', M')
+        fmap, first = run_convs(self.convs, mel[:, None])  # (B, C, T', M'), (B, C1, T, M): same T (padding 1)
         tokens = self.proj(fmap.transpose(1, 2).flatten(2))  # (B, T', C*M') -> (B, T', D)
         tmask = window_any(mask, self.time_stride, tokens.shape[1])  # (B, T')
-        return EncoderOutput(pooled=self.drop(masked_mean(tokens, tmask)), tokens=tokens, mask=tmask)
+        stats = None if self.training else channel_stats(first, mask)  # (B, 2 * C1)
+        return EncoderOutput(pooled=self.drop(masked_mean(tokens, tmask)), tokens=tokens, mask=tmask, stats=stats)

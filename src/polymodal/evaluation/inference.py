@@ -88,7 +88,7 @@ def concat_outputs(outs: list[Output], rows: slice = slice(None)) -> Output:
     cut = {"logits": out.logits[rows], "fused": out.fused[rows], "features": _rows(out.features, rows),
            "modality_logits": _rows(out.modality_logits, rows), "embeddings": _rows(out.embeddings, rows),
            "uncertainty": _rows(out.uncertainty, rows),
-           "sequences": None if out.sequences is None else out.sequences[rows]}
+           "sequences": None if out.sequences is None else out.sequences[rows], "stats": _rows(out.stats, rows)}
     return Output(**cut)  # type: ignore[arg-type]
 
 
@@ -109,6 +109,7 @@ def _concat(outs: list[Output]) -> Output:
         embeddings=None if emb is None else {m: torch.cat([o.embeddings[m] for o in outs])  # type: ignore[index]
                                              for m in emb},
         sequences=None if outs[0].sequences is None else torch.cat([o.sequences for o in outs]),  # type: ignore[misc]
+        stats={m: torch.cat([o.stats[m] for o in outs]) for m in outs[0].stats},
     )
 
 

@@ -1,20 +1,32 @@
 """Per-record, per-modality reliability: is this modality's input like what the model was validated on?
 
-For each modality, the encoder's pooled features of the validation split give class means (the record's class
-when the task has single-label classes, else one mean) and a shared covariance, shrunk towards a scaled identity
-(by at least 0.1, more when validation records are few compared with the feature width; Lee et al., "A Simple
-Unified Framework for Detecting Out-of-Distribution Samples and Adversarial Attacks", NeurIPS 2018: the distance
-to the closest class-conditional Gaussian). A record's modality gets
-- `distance`: its squared Mahalanobis distance to the closest class mean;
-- `reliability`: the fraction of validation records at least that far out (an empirical p-value in [0, 1]:
-  1 = as typical as any validation record, 0 = further out than all of them);
-- `ood`: distance above the validation distances' `quantile` (0.95 by default: 5% false alarms in distribution).
-This works for every fusion (it reads encoder features only). Fusions with their own per-modality uncertainty
+Each modality is seen in up to two views, each with its own Gaussian reference fitted on the validation split:
+- `pooled`: the encoder's pooled features;
+- `stats`: the encoder's low-level input statistics (`EncoderOutput.stats`; the CNNs: per-channel mean and std
+  of their first convolution's output), for encoders that give them.
+A view's reference is its class means (the record's class when the task has single-label classes, else one
+mean) and a shared covariance, shrunk towards a scaled identity (by at least 0.1, more when validation records
+are few compared with the width; Lee, Lee, Lee and Shin, "A Simple Unified Framework for Detecting
+Out-of-Distribution Samples and Adversarial Attacks", NeurIPS 2018: the squared Mahalanobis distance to the
+closest class-conditional Gaussian). A record's view distance is that distance; its modality's score is
+- with the pooled view alone: the pooled distance;
+- with both views: the largest of each view's distance divided by that view's validation threshold (below), so
+  that each view counts in units of its own `ood` line (Lee et al. also combine several layers' distances, their
+  "feature ensemble", with weights learned on out-of-distribution examples; here no such examples are needed).
+The low-level view is there because some corruptions leave the pooled features typical, or make them look more
+typical than clean inputs (an encoder trained to ignore noise maps a noisy image or clipped audio close to a
+class mean), while the statistics of what the first layer sees (its energy per filter) move far away.
+A record's modality gets
+- `distance`: its score;
+- `reliability`: the fraction of validation records scoring at least that much (an empirical p-value in
+  [0, 1]: 1 = as typical as any validation record, 0 = further out than all of them);
+- `ood`: score above the validation scores' `quantile` (0.95 by default: 5% false alarms in distribution).
+This works for every fusion (it reads encoder outputs only). Fusions with their own per-modality uncertainty
 (tmc: Dirichlet uncertainty mass, qmf: energy, reliable: 1 - its gate weight) add it as `uncertainty`. The
-calibration is stored in the run directory as tensors (`reliability.safetensors`; the precision in float32, which
-is what every distance is computed with), written at the end of training, and is
-handed to the fusion (`Fusion.calibrate`) before the weights are saved: the `reliable` fusion gates each
-modality by it at prediction time.
+calibration is stored in the run directory as tensors (`reliability.safetensors`; precisions in float32, which
+is what every distance is computed with), written at the end of training, and the pooled view is handed to the
+fusion (`Fusion.calibrate`) before the weights are saved: the `reliable` fusion gates each modality by it at
+prediction time. Files written before the low-level view existed hold the pooled view only and give its scores.
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 from torch import Tensor
 
@@ -41,11 +54,15 @@ from polymodal.processors import Processor
 RELIABILITY = "reliability.safetensors"
 SHRINKAGE = 0.1
 MIN_RECORDS = 2
+POOLED, STATS = "pooled", "stats"  # the views of a modality's input (module docstring)
+VIEWS = (POOLED, STATS)  # the views a calibration written now looks for (recorded in the file's metadata)
+SCORE = "score"  # key of the combined score's validation distances in the file
 
 
 @dataclass
 class Reference:
-    """One modality's validation statistics: class means (C, D), shared precision (D, D), sorted distances."""
+    """One view's validation statistics: class means (C, D), shared precision (D, D), sorted distances (N,), and
+    the distance at the calibration quantile."""
 
     means: np.ndarray
     precision: np.ndarray
@@ -60,6 +77,43 @@ class Reference:
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], prefix: str) -> Reference:
         return cls(arrays[f"{prefix}.means"], arrays[f"{prefix}.precision"], arrays[f"{prefix}.distances"],
                    float(arrays[f"{prefix}.threshold"][0]))
+
+
+@dataclass
+class ModalityReference:
+    """One modality's calibration: a Reference per view (`pooled`, and `stats` where the encoder gives them), and
+    the sorted validation scores (N,) of the combined score (`combine`) with their `quantile` threshold."""
+
+    views: dict[str, Reference]
+    distances: np.ndarray
+    threshold: float
+
+    @property
+    def pooled(self) -> Reference:
+        return self.views[POOLED]
+
+    def arrays(self, modality: str) -> dict[str, np.ndarray]:
+        """The pooled view under `<modality>.<name>` (as before other views existed), any other view under
+        `<modality>@<view>.<name>`, and the combined score's distances and threshold under `<modality>@score.`."""
+        arrays = self.pooled.arrays(modality)
+        for view, ref in self.views.items():
+            if view != POOLED:
+                arrays |= ref.arrays(f"{modality}@{view}")
+        if len(self.views) > 1:
+            arrays |= {f"{modality}@{SCORE}.distances": self.distances,
+                       f"{modality}@{SCORE}.threshold": np.asarray([self.threshold])}
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], modality: str) -> ModalityReference:
+        """Read back `arrays`; a file with the pooled view only gives the pooled view's scores."""
+        views = {POOLED: Reference.from_arrays(arrays, modality)}
+        if f"{modality}@{STATS}.means" in arrays:
+            views[STATS] = Reference.from_arrays(arrays, f"{modality}@{STATS}")
+        if f"{modality}@{SCORE}.distances" not in arrays:
+            return cls(views, views[POOLED].distances, views[POOLED].threshold)
+        return cls(views, arrays[f"{modality}@{SCORE}.distances"],
+                   float(arrays[f"{modality}@{SCORE}.threshold"][0]))
 
 
 def class_groups(target: np.ndarray | None, n: int) -> np.ndarray:
@@ -90,48 +144,91 @@ def mahalanobis(ref: Reference, features: np.ndarray) -> np.ndarray:
     return np.einsum("ncd,de,nce->nc", diff, ref.precision, diff).min(1)
 
 
-def p_value(ref: Reference, distance: np.ndarray) -> np.ndarray:
+def combine(views: Mapping[str, Reference], distances: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(N,) score from the distances (N,) of each view of `views` given: the distance itself where the modality
+    has one view, else the largest of distance / the view's threshold (how far beyond its own `ood` line)."""
+    if len(views) == 1:
+        return next(iter(distances.values()))
+    return np.max([d / max(views[v].threshold, 1e-12) for v, d in distances.items()], axis=0)
+
+
+def view_inputs(out: Output, modality: str) -> dict[str, np.ndarray]:
+    """The modality's views in `out` (N, D_view): pooled features, and the encoder's stats where it has them."""
+    views = {POOLED: out.features[modality]}
+    if modality in out.stats:
+        views[STATS] = out.stats[modality]
+    return {v: x.double().cpu().numpy() for v, x in views.items()}
+
+
+def record_distance(ref: ModalityReference, out: Output, modality: str) -> np.ndarray:
+    """(N,) each record's score for the modality (module docstring); views that `out` lacks (a frozen encoder's
+    stored outputs carry no stats) are left out of it."""
+    inputs = view_inputs(out, modality)
+    return combine(ref.views, {v: mahalanobis(r, inputs[v]) for v, r in ref.views.items() if v in inputs})
+
+
+def fit_modality(inputs: Mapping[str, np.ndarray], groups: np.ndarray, quantile: float = 0.95
+                 ) -> ModalityReference:
+    """A Reference per view of the validation records' inputs (N, D_view), and their combined scores."""
+    views = {v: fit_reference(x, groups, quantile) for v, x in inputs.items()}
+    scores = np.sort(combine(views, {v: mahalanobis(r, inputs[v]) for v, r in views.items()}))
+    return ModalityReference(views, scores, float(np.quantile(scores, quantile)))
+
+
+def p_value(ref: Reference | ModalityReference, distance: np.ndarray) -> np.ndarray:
     """(N,) fraction of validation distances >= each distance."""
     below = np.searchsorted(ref.distances, distance, side="left")
     return (len(ref.distances) - below) / len(ref.distances)
 
 
 def calibrate(model: MultimodalModel, processors: Mapping[str, Processor], dataset: MultimodalDataset,
-              quantile: float = 0.95) -> dict[str, Reference]:
-    """A Reference per modality from the validation dataset (modalities with < 2 present records: none)."""
+              quantile: float = 0.95) -> dict[str, ModalityReference]:
+    """A ModalityReference per modality from the validation dataset (modalities with < 2 present records: none)."""
     out, target = predict_outputs(model, processors, dataset)
     return references_of(out, target, dataset, quantile)
 
 
 def references_of(out: Output, target: Tensor | None, dataset: MultimodalDataset,
-                  quantile: float = 0.95) -> dict[str, Reference]:
-    """A Reference per modality from the model's outputs on `dataset` (modalities with < 2 present records: none)."""
+                  quantile: float = 0.95) -> dict[str, ModalityReference]:
+    """A ModalityReference per modality from the model's outputs on `dataset` (modalities with < 2 present
+    records: none)."""
     groups = class_groups(None if target is None else target.cpu().numpy(), len(dataset))
     refs = {}
-    for m, feats in out.features.items():
-        keep = dataset.present[m]
+    for m in out.features:
+        keep = np.asarray(dataset.present[m], dtype=bool)
         if keep.sum() >= MIN_RECORDS:
-            refs[m] = fit_reference(feats.double().cpu().numpy()[keep], groups[keep], quantile)
+            inputs = {v: x[keep] for v, x in view_inputs(out, m).items()}
+            refs[m] = fit_modality(inputs, groups[keep], quantile)
     return refs
 
 
-def fusion_calibration(refs: Mapping[str, Reference], out: Output, target: Tensor | None,
+def fusion_calibration(refs: Mapping[str, ModalityReference], out: Output, target: Tensor | None,
                        dataset: MultimodalDataset) -> Calibration:
-    """What the fusion may calibrate on: the references as tensors, the per-modality logits and the classes."""
+    """What the fusion may calibrate on: the pooled view's references as tensors (the fusion computes pooled
+    distances inside the model), the per-modality logits and the classes."""
     single = target is not None and target.dim() == 1 and not target.dtype.is_floating_point
-    return Calibration(means={m: torch.as_tensor(r.means, dtype=torch.float32) for m, r in refs.items()},
-                       precision={m: torch.as_tensor(r.precision, dtype=torch.float32) for m, r in refs.items()},
-                       distances={m: torch.as_tensor(r.distances) for m, r in refs.items()},
+    pooled = {m: r.pooled for m, r in refs.items()}
+    return Calibration(means={m: torch.as_tensor(r.means, dtype=torch.float32) for m, r in pooled.items()},
+                       precision={m: torch.as_tensor(r.precision, dtype=torch.float32) for m, r in pooled.items()},
+                       distances={m: torch.as_tensor(r.distances) for m, r in pooled.items()},
                        modality_logits=None if out.modality_logits is None else
                        {m: v.detach().cpu() for m, v in out.modality_logits.items()},
                        present={m: torch.as_tensor(np.asarray(p, dtype=bool)) for m, p in dataset.present.items()},
                        target=target.cpu() if single and target is not None else None)
 
 
-def write_reliability(run_dir: Path, refs: Mapping[str, Reference]) -> None:
-    """`reliability.safetensors`: each modality's arrays under `<modality>.<name>`."""
+def write_reliability(run_dir: Path, refs: Mapping[str, ModalityReference]) -> None:
+    """`reliability.safetensors`: each modality's arrays (`ModalityReference.arrays`)."""
     arrays = {k: np.ascontiguousarray(v) for m, r in refs.items() for k, v in r.arrays(m).items()}
-    save_file(arrays, str(run_dir / RELIABILITY))
+    save_file(arrays, str(run_dir / RELIABILITY), metadata={"views": ",".join(VIEWS)})
+
+
+def calibrated_views(run_dir: Path) -> frozenset[str]:
+    """The views that the run's calibration looked for (a modality has those its encoder gives); files written
+    before the stats view existed: pooled only."""
+    with safe_open(str(run_dir / RELIABILITY), "np") as f:
+        metadata = f.metadata() or {}
+    return frozenset(metadata.get("views", POOLED).split(","))
 
 
 def calibrate_run(run_dir: Path, model: MultimodalModel, processors: Mapping[str, Processor],
@@ -147,7 +244,7 @@ def calibrate_run(run_dir: Path, model: MultimodalModel, processors: Mapping[str
     write_reliability(run_dir, refs)
 
 
-def load_reliability(run_dir: Path, required: bool = True) -> dict[str, Reference]:
+def load_reliability(run_dir: Path, required: bool = True) -> dict[str, ModalityReference]:
     """The run's calibration by modality; without `reliability.safetensors`, an error (or {} if not `required`)."""
     path = run_dir / RELIABILITY
     if not path.is_file() and not required:
@@ -156,17 +253,23 @@ def load_reliability(run_dir: Path, required: bool = True) -> dict[str, Referenc
         raise FileNotFoundError(f"{str(run_dir)!r} has no {RELIABILITY} (runs trained before reliability existed); "
                                 "train the run again to get per-modality reliability")
     arrays = load_file(str(path))
-    return {m: Reference.from_arrays(arrays, m) for m in sorted({k.rsplit(".", 1)[0] for k in arrays})}
+    return {m: ModalityReference.from_arrays(arrays, m) for m in file_modalities(arrays)}
 
 
-def modality_reliability(refs: Mapping[str, Reference], out: Output, present: Mapping[str, np.ndarray]
+def file_modalities(arrays: Mapping[str, np.ndarray]) -> list[str]:
+    """The modalities of a calibration file: key prefixes other than `<modality>@<view>` of another prefix."""
+    prefixes = {k.rsplit(".", 1)[0] for k in arrays}
+    return sorted(p for p in prefixes if p.rpartition("@")[0] not in prefixes)
+
+
+def modality_reliability(refs: Mapping[str, ModalityReference], out: Output, present: Mapping[str, np.ndarray]
                          ) -> dict[str, pd.DataFrame]:
     """Per modality, one row per record: distance, reliability, ood (and the fusion's uncertainty where it has
     one); NaN (and ood False) where the record lacks the modality."""
     frames = {}
     for m, ref in refs.items():
         keep = np.asarray(present[m], dtype=bool)
-        distance = np.where(keep, mahalanobis(ref, out.features[m].double().cpu().numpy()), np.nan)
+        distance = np.where(keep, record_distance(ref, out, m), np.nan)
         frame = pd.DataFrame({"distance": distance,
                               "reliability": np.where(keep, p_value(ref, np.nan_to_num(distance)), np.nan),
                               "ood": keep & (np.nan_to_num(distance) > ref.threshold)})
@@ -182,7 +285,7 @@ def reliability_columns(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(parts, axis=1) if parts else pd.DataFrame()
 
 
-def reliability_records(refs: Mapping[str, Reference], out: Output, present: Mapping[str, np.ndarray]
+def reliability_records(refs: Mapping[str, ModalityReference], out: Output, present: Mapping[str, np.ndarray]
                         ) -> list[dict[str, dict[str, Any]]]:
     """Per record, per modality: {"reliability": ..., "ood": ..., ...} with None for NaN (JSON-ready)."""
     frames = modality_reliability(refs, out, present)

@@ -6,7 +6,7 @@ tables whose m comes from another domain, e.g. AV-Digits' `human.csv` with real 
 - `unaffected`: the best score of a model that does not read m, so the shift cannot hurt it: the run itself
   with m treated as missing for every record, and any baseline runs given (e.g. unimodal models) without m;
   `unaffected_model` names which;
-- `auroc`: how well the reliability distance of m (`evaluation.reliability`, calibrated on the validation split)
+- `auroc`: how well the reliability score of m (`evaluation.reliability`, calibrated on the validation split)
   ranks the shifted records above the clean ones (0.5 = no better than chance, 1 = perfect).
 A fused model that trusts a shifted modality anyway scores below `unaffected`.
 """
@@ -24,7 +24,15 @@ from polymodal.data.dataset import MultimodalDataset, decode, raise_on_fatal
 from polymodal.data.sources import Table, read_table, table_root
 from polymodal.evaluation.corruptions import CORRUPTIONS
 from polymodal.evaluation.inference import frozen_features, output_metrics, predict_outputs
-from polymodal.evaluation.reliability import Reference, calibrate, detection_auroc, load_reliability, mahalanobis
+from polymodal.evaluation.reliability import (
+    VIEWS,
+    ModalityReference,
+    calibrate,
+    calibrated_views,
+    detection_auroc,
+    load_reliability,
+    record_distance,
+)
 from polymodal.evaluation.robustness import corrupted_dataset, load_table, raw_values
 from polymodal.features.cache import carry_features
 from polymodal.rundir import Run, load_run
@@ -45,14 +53,13 @@ def dataset_of(run: Run, table: Table) -> MultimodalDataset:
     return frozen_features(run.config, run.model, run.processors, dataset)
 
 
-def score_and_distance(run: Run, dataset: MultimodalDataset, refs: Mapping[str, Reference],
+def score_and_distance(run: Run, dataset: MultimodalDataset, refs: Mapping[str, ModalityReference],
                        drop: frozenset[str] = frozenset()) -> tuple[float, dict[str, np.ndarray]]:
-    """The run's main metric on a labelled dataset and each modality's reliability distance (NaN if missing)."""
+    """The run's main metric on a labelled dataset and each modality's reliability score (NaN if missing)."""
     out, target = predict_outputs(run.model, run.processors, dataset, drop=drop)
     assert target is not None
     score = output_metrics(run.task, out, target)[run.task.monitor]
-    dist = {m: np.where(dataset.present[m], mahalanobis(ref, out.features[m].double().cpu().numpy()), np.nan)
-            for m, ref in refs.items()}
+    dist = {m: np.where(dataset.present[m], record_distance(ref, out, m), np.nan) for m, ref in refs.items()}
     return score, dist
 
 
@@ -69,14 +76,18 @@ def unaffected(run: Run, modality: str, dataset: MultimodalDataset, table: Table
     return candidates[best], best
 
 
-def references(run: Run) -> dict[str, Reference]:
-    """The run's reliability calibration, or one made now from its validation split if it has none."""
+def references(run: Run) -> dict[str, ModalityReference]:
+    """The run's reliability calibration, or one made now from its validation split (as the clean records are
+    evaluated: frozen encoders' stored outputs) if it has none, or if it was made before the `stats` view and
+    an encoder gives stats."""
     refs = load_reliability(run.path, required=False)
-    if refs:
+    if refs and calibrated_views(run.path) >= set(VIEWS):
         return refs
     from polymodal.evaluation.contribution import split_dataset
 
-    return calibrate(run.model, run.processors, split_dataset(run, "val"))
+    val = frozen_features(run.config, run.model, run.processors, split_dataset(run, "val"))
+    fresh = calibrate(run.model, run.processors, val)
+    return fresh if not refs or any(len(r.views) > 1 for r in fresh.values()) else refs
 
 
 def shifted_modality(run: Run, table: Table, severities: Iterable[int] = range(1, 6),
