@@ -8,14 +8,15 @@ A view's reference is its class means (the record's class when the task has sing
 mean) and a shared covariance, shrunk towards a scaled identity (by at least 0.1, more when validation records
 are few compared with the width; Lee, Lee, Lee and Shin, "A Simple Unified Framework for Detecting
 Out-of-Distribution Samples and Adversarial Attacks", NeurIPS 2018: the squared Mahalanobis distance to the
-closest class-conditional Gaussian). A record's view distance is that distance; its modality's score is
-- with the pooled view alone: the pooled distance;
-- with both views: the largest of each view's distance divided by that view's validation threshold (below), so
-  that each view counts in units of its own `ood` line (Lee et al. also combine several layers' distances, their
-  "feature ensemble", with weights learned on out-of-distribution examples; here no such examples are needed).
-The low-level view is there because some corruptions leave the pooled features typical, or make them look more
-typical than clean inputs (an encoder trained to ignore noise maps a noisy image or clipped audio close to a
-class mean), while the statistics of what the first layer sees (its energy per filter) move far away.
+closest class-conditional Gaussian). A record's modality is scored on its `stats` view where the encoder gives
+one (that distance divided by the view's validation threshold, below), else on the pooled view.
+The low-level view is the score because some corruptions leave the pooled features typical, or make them look
+more typical than clean inputs (an encoder trained to ignore noise maps a noisy image or clipped audio close to a
+class mean), while the statistics of what the first layer sees (its energy per filter) move far away. Taking the
+larger of the two views' ratios (Lee et al. combine layers too, with weights learned on out-of-distribution
+examples, which are not available here) ranked worse on the AV-Digits shifts it was measured on, human voices included
+(and better on none): the clean records' pooled distances, which such corruptions make look typical, dominate it
+(docs/reliability.md). The pooled view is kept: the `reliable` fusion's gates read it.
 A record's modality gets
 - `distance`: its score;
 - `reliability`: the fraction of validation records scoring at least that much (an empirical p-value in
@@ -145,11 +146,13 @@ def mahalanobis(ref: Reference, features: np.ndarray) -> np.ndarray:
 
 
 def combine(views: Mapping[str, Reference], distances: Mapping[str, np.ndarray]) -> np.ndarray:
-    """(N,) score from the distances (N,) of each view of `views` given: the distance itself where the modality
-    has one view, else the largest of distance / the view's threshold (how far beyond its own `ood` line)."""
+    """(N,) score from the distances (N,) of the views given: the distance itself where the modality has the
+    pooled view only; else the stats view's distance divided by its threshold (how far beyond its own `ood`
+    line), or the pooled view's, so divided, for outputs without stats (a frozen encoder's stored outputs)."""
     if len(views) == 1:
         return next(iter(distances.values()))
-    return np.max([d / max(views[v].threshold, 1e-12) for v, d in distances.items()], axis=0)
+    view = STATS if STATS in distances else POOLED
+    return distances[view] / max(views[view].threshold, 1e-12)
 
 
 def view_inputs(out: Output, modality: str) -> dict[str, np.ndarray]:
