@@ -202,7 +202,9 @@ def test_shifted_modality_scores_auroc_and_unaffected(run_dir: Path, data_dir: P
     assert set(rows.modality) == set(MODALITIES) and (rows.severity.isin([0, 3])).all()
     far = rows[rows["shift"] == "far emb"].iloc[0]
     assert far.auroc == 1.0 and far.unaffected_model == "run without emb"
+    assert far.flagged == 1.0 and far.false_alarms < 0.5  # every far record over the ood line, few clean ones
     assert rows.auroc.between(0, 1).all() and rows.score.between(0, 1).all()
+    assert rows.flagged.between(0, 1).all() and (rows.groupby("modality").false_alarms.nunique() == 1).all()
 
 
 def test_robustness_command_writes_the_shifted_section(run_dir: Path, data_dir: Path, tmp_path: Path,

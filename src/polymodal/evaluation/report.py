@@ -206,8 +206,9 @@ def shifted_section(run_dir: Path) -> Section | None:
     if not path.is_file():
         return None
     intro = ("One modality shifted (a corruption at each severity, or a held-out domain): the run's score, the best "
-             "score of a model blind to that modality (`unaffected`), and the AUROC of the modality's reliability "
-             "distance for telling the shifted records from clean ones.")
+             "score of a model blind to that modality (`unaffected`), the AUROC of the modality's reliability "
+             "distance for telling the shifted records from clean ones, and the share of shifted (`flagged`) and of "
+             "clean records (`false_alarms`) over its out-of-distribution line.")
     return Section("Shifted modality", [intro, pd.read_csv(path).round(4)])
 
 

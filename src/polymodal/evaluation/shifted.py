@@ -7,7 +7,9 @@ tables whose m comes from another domain, e.g. AV-Digits' `human.csv` with real 
   with m treated as missing for every record, and any baseline runs given (e.g. unimodal models) without m;
   `unaffected_model` names which;
 - `auroc`: how well the reliability score of m (`evaluation.reliability`, calibrated on the validation split)
-  ranks the shifted records above the clean ones (0.5 = no better than chance, 1 = perfect).
+  ranks the shifted records above the clean ones (0.5 = no better than chance, 1 = perfect);
+- `flagged`: the share of the shifted records whose m is flagged `ood` (over the 95% line of the validation
+  records), and `false_alarms`: the same share of the clean records (5% on the validation split by construction).
 A fused model that trusts a shifted modality anyway scores below `unaffected`.
 """
 
@@ -118,24 +120,36 @@ def shifted_modality(run: Run, table: Table, severities: Iterable[int] = range(1
                 shifted = carry_features(clean_set, corrupted_dataset(  # only m's encoder runs
                     decoded, run.processors, raws, {m: (corruption, s)}, seed), {m})
                 score, dist = score_and_distance(run, shifted, refs)
-                rows.append(_row(m, corruption, s, score, best, name, _auroc(clean_dist, dist, m)))
+                rows.append(_row(m, corruption, s, score, best, name, *_detection(refs, clean_dist, dist, m)))
     for shift, (other, m) in (held_out or {}).items():
         other_set = dataset_of(run, other)
         score, dist = score_and_distance(run, other_set, refs)
         best, name = unaffected(run, m, other_set, other, baselines)
-        rows.append(_row(m, shift, 0, score, best, name, _auroc(clean_dist, dist, m)))
+        rows.append(_row(m, shift, 0, score, best, name, *_detection(refs, clean_dist, dist, m)))
     return pd.DataFrame(rows, columns=["modality", "shift", "severity", "score", "unaffected", "unaffected_model",
-                                       "auroc"])
+                                       "auroc", "flagged", "false_alarms"])
 
 
-def _auroc(clean: Mapping[str, np.ndarray], shifted: Mapping[str, np.ndarray], modality: str) -> float:
-    return detection_auroc(clean[modality], shifted[modality]) if modality in clean else float("nan")
+def _detection(refs: Mapping[str, ModalityReference], clean: Mapping[str, np.ndarray],
+               shifted: Mapping[str, np.ndarray], modality: str) -> tuple[float, float, float]:
+    """(auroc, flagged, false_alarms) of the modality's reliability score (NaN without a calibration)."""
+    if modality not in clean:
+        return float("nan"), float("nan"), float("nan")
+    line = refs[modality].threshold
+    return (detection_auroc(clean[modality], shifted[modality]), _share_over(shifted[modality], line),
+            _share_over(clean[modality], line))
+
+
+def _share_over(distance: np.ndarray, line: float) -> float:
+    """The share of the records with the modality (distance not NaN) whose distance is over `line`."""
+    present = distance[~np.isnan(distance)]
+    return float((present > line).mean()) if len(present) else float("nan")
 
 
 def _row(modality: str, shift: str, severity: int, score: float, best: float, name: str,
-         auroc: float) -> dict[str, Any]:
+         auroc: float, flagged: float, false_alarms: float) -> dict[str, Any]:
     return {"modality": modality, "shift": shift, "severity": severity, "score": score, "unaffected": best,
-            "unaffected_model": name, "auroc": auroc}
+            "unaffected_model": name, "auroc": auroc, "flagged": flagged, "false_alarms": false_alarms}
 
 
 def parse_held_out(spec: str, run: Run) -> tuple[str, tuple[Table, str]]:
