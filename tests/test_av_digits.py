@@ -67,11 +67,12 @@ def test_quickstart_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
                                monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
+    from polymodal.apps import quickstart
     from polymodal.cli import main
     from polymodal.datasets import DATASETS
     from polymodal.predictor import Predictor
 
-    monkeypatch.setenv("POLYMODAL_THREADS", "2")  # two worker processes, whatever the machine's load
+    monkeypatch.setenv("POLYMODAL_THREADS", "2")  # worker processes, whatever the machine's load
     threads = torch.get_num_threads()
     try:
         assert main(["quickstart", "--out", str(tmp_path / "qs"), "--epochs", "1"]) == 0
@@ -83,7 +84,9 @@ def test_quickstart_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     for model in table["model"]:
         assert (tmp_path / "qs" / model / "model.safetensors").is_file()
     out = capsys.readouterr().out
-    assert "best unimodal model" in out and "*" in out and "in 2 process(es)" in out
+    assert "best unimodal model" in out and "*" in out and "in 4 process(es)" in out
+    audio = Predictor.load(tmp_path / "qs" / "audio").run.config.modalities["audio"]  # the quick audio front-end
+    assert (audio.hop_ms, audio.n_mels) == (quickstart.QUICK_AUDIO["hop_ms"], quickstart.QUICK_AUDIO["n_mels"]) != (10, 32)
     late = next(line for line in out.splitlines() if line.startswith("late "))
     human = Predictor.load(tmp_path / "qs" / "late").evaluate(DATASETS["av_digits"].materialize() / "human.csv")
     assert float(late.split()[-1]) == pytest.approx(human["accuracy"], abs=1e-4)  # decoded once, same accuracy

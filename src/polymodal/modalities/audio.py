@@ -53,7 +53,8 @@ class AudioSpec(ModalityBase):
 def describe(spec: AudioSpec, state: str) -> str:
     return (f"mel (B, T, {spec.n_mels}) float32: mono, resampled to {spec.sample_rate} Hz as "
             f"scipy.signal.resample_poly does (Kaiser window, beta 5), cut to {spec.max_seconds} s; "
-            f"log(mel power + 1e-6) of 25 ms periodic Hann windows centred in a power-of-2 FFT frame every {spec.hop_ms:g} ms, "
+            "log(mel power + 1e-6) of 25 ms periodic Hann windows centred in a power-of-2 FFT frame every "
+            f"{spec.hop_ms:g} ms, "
             f"no edge padding (HTK mel filterbank, {spec.n_mels} bands), "
             + utterance_words(spec.utterance_norm)
             + f"then (x - mean) / std per band (mean/std: {state}), padding steps 0; "
