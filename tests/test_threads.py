@@ -24,7 +24,23 @@ def test_environment_setting_wins(no_setting: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(("load", "expected"), [(0.1, 2), (0.7, 1), (1.2, 1), (12.0, 1)])
 def test_busy_machine_gets_fewer_threads(no_setting: pytest.MonkeyPatch, load: float, expected: int) -> None:
     no_setting.setattr(threads.os, "getloadavg", lambda: (load, load, load))
+    no_setting.setattr(threads, "busy_cores_now", lambda: 2.0)  # and the cores are busy now too
     assert threads.choose_threads()[0] == expected
+
+
+@pytest.mark.parametrize(("now", "expected"), [(0.0, 2), (0.3, 2), (1.0, 1), (None, 1)])
+def test_a_load_average_left_by_finished_work_is_checked_against_the_cores_busy_now(
+        no_setting: pytest.MonkeyPatch, now: float | None, expected: int) -> None:
+    no_setting.setattr(threads.os, "getloadavg", lambda: (1.0, 0.5, 0.2))  # e.g. a pip install that just ended
+    no_setting.setattr(threads, "busy_cores_now", lambda: now)
+    assert threads.choose_threads()[0] == expected
+
+
+def test_busy_cores_now_reads_the_cpu_counters() -> None:
+    busy = threads.busy_cores_now(0.05)
+    if busy is None:
+        pytest.skip("no /proc/stat here")
+    assert 0.0 <= busy <= threads.os.cpu_count()
 
 
 def test_set_threads_applies_the_choice(no_setting: pytest.MonkeyPatch) -> None:
