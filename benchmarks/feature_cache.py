@@ -3,8 +3,8 @@
 Generates a few hundred captioned shape images, then trains the same config twice in separate processes:
 `cache: false` (the frozen encoders run every step) and `cache: true` (their outputs are computed once, stored,
 and fed to the fusion), the latter twice (building, then reusing the cache). Reports the mean training-epoch
-time (validation excluded), the time to build / look up the cache, and each process's peak RSS. The HTML report
-that `train` writes at the end is skipped (not what is measured).
+time (training + validation: timed from the loop's `on_validation_end`), the time to build / look up the cache,
+and each process's peak RSS. The HTML report that `train` writes at the end is skipped (not what is measured).
 
     OMP_NUM_THREADS=1 python benchmarks/feature_cache.py [--records 300] [--epochs 2]
 """
@@ -151,7 +151,7 @@ def report(args: argparse.Namespace, plain: dict[str, Any], build: dict[str, Any
         f"--records {args.records} --epochs {args.epochs}` (CPU, {os.cpu_count()} cores shared with other jobs)",
         "",
         f"{args.records} generated records (70% train), batch 32, concat fusion, {args.epochs} epochs per run; "
-        "training-epoch time excludes validation; the run's report is skipped.",
+        "epoch time counts training and validation; the run's report is skipped.",
         "",
         "| run | mean train epoch (s) | epochs (s) | cache build/lookup (s) | val accuracy | "
         "peak RSS to end of training (MB) | peak RSS incl. final evaluation (MB) |",

@@ -9,7 +9,6 @@ dropout, then scores each on the test split clean and with the image or the audi
 from __future__ import annotations
 
 import argparse
-import logging
 import warnings
 from pathlib import Path
 
@@ -36,7 +35,6 @@ def main() -> None:
     parser.add_argument("--out", default="runs/modality_dropout")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     rows = {}
     for name, rate in (("plain", 0.0), (f"dropout {args.rate}", args.rate)):
         cfg = av_digits_config("av_digits", ["image", "audio"], "concat", Path(args.out) / name.replace(" ", "_"),

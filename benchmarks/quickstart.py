@@ -2,7 +2,8 @@
 
     python benchmarks/quickstart.py [--out runs/quickstart] [--yardstick] [--seed N] [--baseline SRC]
 
-Prints the quickstart's own table, then wall seconds and the child's peak resident memory (ru_maxrss).
+Prints the quickstart's own table, then wall seconds and the largest peak resident memory of one child process
+(ru_maxrss of the children: with the models trained in forked processes, not the sum over them).
 Targets (issue 2, issue 14): under 90 s on an idle 2-core machine, peak memory under 2 GB.
 
 On a shared machine the wall time says more about the other jobs than about polymodal. `--yardstick` runs a
@@ -112,7 +113,7 @@ def main() -> None:
     if proc.returncode != 0:
         sys.exit(proc.stderr)
     print(f"cores: {os.cpu_count()}  wall: {wall:.1f} s (target < 90 s idle)  cpu: {cpu:.1f} s  "
-          f"peak RSS: {peak_mb:.0f} MB "
+          f"peak RSS of the largest process: {peak_mb:.0f} MB "
           f"(target < 2048 MB)  load average (1 min) before {loads[0]:.2f}, after {loads[1]:.2f}")
     if sticks:
         mean = sum(sticks) / len(sticks)

@@ -127,8 +127,6 @@ def test_fit_regression_target_end_to_end(tmp_path: Path) -> None:
 def test_fast_selection_score_matches_torchmetrics(k: int) -> None:
     import torchmetrics.functional as tm
 
-    from polymodal.apps.fit import Scorer
-
     task = build_task(TargetConfig(field="y", task="multiclass"))
     task.fit([str(i) for i in range(k)])
     generator = torch.Generator().manual_seed(k)

@@ -46,6 +46,15 @@ def test_binary_needs_two_classes_and_scores() -> None:
     assert t.loss(logits, target).item() > 0
 
 
+def test_binary_metrics_and_confusion_decide_as_predict_does() -> None:
+    t = task("binary")
+    t.fit(["no", "yes"])
+    logits = torch.tensor([[1e-8], [-1e-8]])  # a float32 sigmoid rounds both to exactly 0.5
+    assert t.predict(logits) == ["yes", "no"]
+    assert t.metrics(logits, torch.tensor([1, 0]))["accuracy"] == 1.0
+    assert t.confusion(logits, torch.tensor([1, 0])).tolist() == [[1, 0], [0, 1]]
+
+
 def test_multilabel_from_separated_cells() -> None:
     t = task("multilabel")
     t.fit(["cat|dog", "dog", float("nan"), "bird"])

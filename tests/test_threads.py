@@ -36,11 +36,18 @@ def test_a_load_average_left_by_finished_work_is_checked_against_the_cores_busy_
     assert threads.choose_threads()[0] == expected
 
 
-def test_busy_cores_now_reads_the_cpu_counters() -> None:
-    busy = threads.busy_cores_now(0.05)
-    if busy is None:
+def test_busy_cores_now_reads_the_cpu_counters(monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks = iter([(100, 50), (200, 75)])  # 100 ticks over the window, 25 of them idle
+    monkeypatch.setattr(threads, "cpu_times", lambda: next(ticks))
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    assert threads.busy_cores_now(0.0) == pytest.approx(1.5)
+
+
+def test_cpu_times_parses_proc_stat() -> None:
+    if not threads.os.path.exists("/proc/stat"):
         pytest.skip("no /proc/stat here")
-    assert 0.0 <= busy <= threads.os.cpu_count()
+    total, idle = threads.cpu_times()
+    assert 0 <= idle <= total and total > 0
 
 
 def test_set_threads_applies_the_choice(no_setting: pytest.MonkeyPatch) -> None:

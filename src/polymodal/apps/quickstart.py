@@ -55,7 +55,7 @@ _JOB: Job | None = None  # set in the parent before forking; read by train_one i
 
 # The quickstart's audio front-end: 15 ms between windows and 24 mel bands instead of the recipe's 10 ms and 32,
 # 0.46x the audio CNN's training step. In distribution within noise of the recipe; on real human voices the
-# fused models score 1-6 points lower (3 seeds, benchmarks/results/shifted_modality.md), so the configs and the
+# fused models score 0.6-6 points lower (3 seeds, benchmarks/results/shifted_modality.md), so the configs and the
 # benchmarks keep the recipe.
 QUICK_AUDIO = {"hop_ms": 15, "n_mels": 24}
 
@@ -111,7 +111,7 @@ def quickstart(out: Path, epochs: int = 8, seed: int = 0, variant: str = "mnist"
 def plan_processes(threads: int, models: int) -> tuple[int, int]:
     """(processes, torch threads each) for a budget of `threads`: small models gain more from training side by
     side, one thread each, than from sharing threads within one model. With two or more threads, one process
-    per model: the models differ in length (the image model takes a quarter of the others' time), and processes
+    per model: the models differ in length (the image model takes a third to a half of the others' time), and processes
     that share the cores keep every core busy until the last model ends, where a process per core would leave
     cores idle behind the longest. One process where fork is unavailable."""
     if threads < 2 or not can_fork():

@@ -29,7 +29,7 @@ from torch import nn
 from polymodal.config import Config, ConfigError, SearchParam, dump_config
 from polymodal.factory import parse_config
 from polymodal.tasks import build_task
-from polymodal.training.loop import Callback, Loop, monitor_mode
+from polymodal.training.loop import Callback, Loop, monitored
 
 if TYPE_CHECKING:
     import optuna
@@ -142,11 +142,9 @@ def best_logged(run_dir: Path, monitor: str, mode: str) -> float:
     return float(values.max() if mode == "max" else values.min())
 
 
-def make_study(config: Config, storage: str, study_name: str, seed: int) -> optuna.Study:
+def make_study(config: Config, storage: str, study_name: str, seed: int, mode: str) -> optuna.Study:
     import optuna
 
-    task = build_task(config.target)
-    mode = monitor_mode(config.training.monitor or f"val_{task.monitor}", task.mode)
     assert config.tune is not None
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
     if config.tune.pruner == "median":
@@ -170,9 +168,8 @@ def tune(config: Config, trials: int, out: Path | None = None, storage: str | No
     storage = storage or f"sqlite:///{(out / STORAGE_FILE).resolve()}"
     study_name = study_name or config.name
     existing = _count_trials(storage, study_name)
-    study = make_study(config, storage, study_name, seed=config.training.seed + existing)  # new draws on resume
-    monitor = config.training.monitor or f"val_{build_task(config.target).monitor}"
-    mode = monitor_mode(monitor, build_task(config.target).mode)
+    monitor, mode = monitored(config.training, build_task(config.target))
+    study = make_study(config, storage, study_name, config.training.seed + existing, mode)  # new draws on resume
 
     def objective(trial: optuna.Trial) -> float:
         from polymodal.training.fit import train

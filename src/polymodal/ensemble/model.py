@@ -97,5 +97,9 @@ class EnsembleModel(nn.Module):
 
 
 def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
     sa, sb = a.state_dict(), b.state_dict()
-    return a is b or (type(a) is type(b) and sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa))
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -57,7 +57,6 @@ SHRINKAGE = 0.1
 MIN_RECORDS = 2
 POOLED, STATS = "pooled", "stats"  # the views of a modality's input (module docstring)
 VIEWS = (POOLED, STATS)  # the views a calibration written now looks for (recorded in the file's metadata)
-SCORE = "score"  # key of the combined score's validation distances in the file
 
 
 @dataclass
@@ -82,27 +81,42 @@ class Reference:
 
 @dataclass
 class ModalityReference:
-    """One modality's calibration: a Reference per view (`pooled`, and `stats` where the encoder gives them), and
-    the sorted validation scores (N,) of the combined score (`combine`) with their `quantile` threshold."""
+    """One modality's calibration: a Reference per view (`pooled`, and `stats` where the encoder gives them).
+
+    The score reads the stats view where there is one, in units of that view's threshold (so that an output
+    without stats, scored on its pooled view in the units of that view's threshold, is comparable); with the
+    pooled view alone, the plain distance. `distances` and `threshold` are the score's validation distribution.
+    """
 
     views: dict[str, Reference]
-    distances: np.ndarray
-    threshold: float
 
     @property
     def pooled(self) -> Reference:
         return self.views[POOLED]
 
+    @property
+    def scored(self) -> str:
+        return STATS if STATS in self.views else POOLED
+
+    def unit(self, view: str) -> float:
+        """What a distance of `view` is divided by in the score: 1 with the pooled view alone, else its threshold."""
+        return 1.0 if len(self.views) == 1 else max(self.views[view].threshold, 1e-12)
+
+    @property
+    def distances(self) -> np.ndarray:
+        return self.views[self.scored].distances / self.unit(self.scored)
+
+    @property
+    def threshold(self) -> float:
+        return self.views[self.scored].threshold / self.unit(self.scored)
+
     def arrays(self, modality: str) -> dict[str, np.ndarray]:
         """The pooled view under `<modality>.<name>` (as before other views existed), any other view under
-        `<modality>@<view>.<name>`, and the combined score's distances and threshold under `<modality>@score.`."""
+        `<modality>@<view>.<name>`."""
         arrays = self.pooled.arrays(modality)
         for view, ref in self.views.items():
             if view != POOLED:
                 arrays |= ref.arrays(f"{modality}@{view}")
-        if len(self.views) > 1:
-            arrays |= {f"{modality}@{SCORE}.distances": self.distances,
-                       f"{modality}@{SCORE}.threshold": np.asarray([self.threshold])}
         return arrays
 
     @classmethod
@@ -111,10 +125,7 @@ class ModalityReference:
         views = {POOLED: Reference.from_arrays(arrays, modality)}
         if f"{modality}@{STATS}.means" in arrays:
             views[STATS] = Reference.from_arrays(arrays, f"{modality}@{STATS}")
-        if f"{modality}@{SCORE}.distances" not in arrays:
-            return cls(views, views[POOLED].distances, views[POOLED].threshold)
-        return cls(views, arrays[f"{modality}@{SCORE}.distances"],
-                   float(arrays[f"{modality}@{SCORE}.threshold"][0]))
+        return cls(views)
 
 
 def class_groups(target: np.ndarray | None, n: int) -> np.ndarray:
@@ -145,16 +156,6 @@ def mahalanobis(ref: Reference, features: np.ndarray) -> np.ndarray:
     return np.einsum("ncd,de,nce->nc", diff, ref.precision, diff).min(1)
 
 
-def combine(views: Mapping[str, Reference], distances: Mapping[str, np.ndarray]) -> np.ndarray:
-    """(N,) score from the distances (N,) of the views given: the distance itself where the modality has the
-    pooled view only; else the stats view's distance divided by its threshold (how far beyond its own `ood`
-    line), or the pooled view's, so divided, for outputs without stats (a frozen encoder's stored outputs)."""
-    if len(views) == 1:
-        return next(iter(distances.values()))
-    view = STATS if STATS in distances else POOLED
-    return distances[view] / max(views[view].threshold, 1e-12)
-
-
 def view_inputs(out: Output, modality: str) -> dict[str, np.ndarray]:
     """The modality's views in `out` (N, D_view): pooled features, and the encoder's stats where it has them."""
     views = {POOLED: out.features[modality]}
@@ -164,18 +165,17 @@ def view_inputs(out: Output, modality: str) -> dict[str, np.ndarray]:
 
 
 def record_distance(ref: ModalityReference, out: Output, modality: str) -> np.ndarray:
-    """(N,) each record's score for the modality (module docstring); views that `out` lacks (a frozen encoder's
-    stored outputs carry no stats) are left out of it."""
-    inputs = view_inputs(out, modality)
-    return combine(ref.views, {v: mahalanobis(r, inputs[v]) for v, r in ref.views.items() if v in inputs})
+    """(N,) each record's score for the modality (ModalityReference): on the stats view where the calibration and
+    `out` have it, else on the pooled view (a frozen encoder's stored outputs carry no stats)."""
+    view = STATS if ref.scored == STATS and modality in out.stats else POOLED
+    x = (out.stats if view == STATS else out.features)[modality].double().cpu().numpy()
+    return mahalanobis(ref.views[view], x) / ref.unit(view)
 
 
 def fit_modality(inputs: Mapping[str, np.ndarray], groups: np.ndarray, quantile: float = 0.95
                  ) -> ModalityReference:
-    """A Reference per view of the validation records' inputs (N, D_view), and their combined scores."""
-    views = {v: fit_reference(x, groups, quantile) for v, x in inputs.items()}
-    scores = np.sort(combine(views, {v: mahalanobis(r, inputs[v]) for v, r in views.items()}))
-    return ModalityReference(views, scores, float(np.quantile(scores, quantile)))
+    """A Reference per view of the validation records' inputs (N, D_view)."""
+    return ModalityReference({v: fit_reference(x, groups, quantile) for v, x in inputs.items()})
 
 
 def p_value(ref: Reference | ModalityReference, distance: np.ndarray) -> np.ndarray:

@@ -249,9 +249,3 @@ def carry_features(source: MultimodalDataset, dataset: MultimodalDataset,
         if m not in skip:
             dataset = with_features(dataset, m, Entry(**arrays))
     return dataset
-
-
-def feature_device(training: Any) -> torch.device:
-    """Where features are computed: the first GPU when training on one, else the CPU."""
-    gpu = str(training.accelerator) in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-    return torch.device("cuda" if gpu else "cpu")

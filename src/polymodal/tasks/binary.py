@@ -49,7 +49,7 @@ class Binary(SingleLabel):
     def metrics(self, logits: Tensor, target: Tensor,
                 embeddings: Mapping[str, Tensor] | None = None) -> dict[str, float]:
         p = torch.sigmoid(logits[:, 0].float())  # (N,)
-        decided = (p > 0.5).long()  # (N,)
+        decided = self.class_index(logits)  # (N,) as `predict` decides (a float32 sigmoid rounds tiny logits to 0.5)
         return {
             "accuracy": accuracy(decided, target).item(),
             "macro_f1": f1_score(decided, target, 2, average="macro").item(),
@@ -57,6 +57,5 @@ class Binary(SingleLabel):
         }
 
     def confusion(self, logits: Tensor, target: Tensor) -> np.ndarray:
-        decided = (torch.sigmoid(logits[:, 0].float()) > 0.5).long()  # (N,)
-        return confusion_matrix(decided, target, 2).cpu().numpy()
+        return confusion_matrix(self.class_index(logits), target, 2).cpu().numpy()
 

@@ -40,7 +40,7 @@ class Multiclass(SingleLabel):
 
     def metrics(self, logits: Tensor, target: Tensor,
                 embeddings: Mapping[str, Tensor] | None = None) -> dict[str, float]:
-        decided = logits.argmax(dim=1)  # (N,) the first class among tied logits, as `predict`
+        decided = self.class_index(logits)  # (N,) the first class among tied logits, as `predict`
         return {
             "accuracy": accuracy(decided, target).item(),
             "macro_f1": f1_score(decided, target, self.num_outputs, average="macro").item(),
@@ -48,5 +48,5 @@ class Multiclass(SingleLabel):
         }
 
     def confusion(self, logits: Tensor, target: Tensor) -> np.ndarray:
-        return confusion_matrix(logits.argmax(dim=1), target, self.num_outputs).cpu().numpy()
+        return confusion_matrix(self.class_index(logits), target, self.num_outputs).cpu().numpy()
 

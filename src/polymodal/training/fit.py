@@ -33,7 +33,7 @@ from polymodal.data.streaming import StreamingDataset
 from polymodal.evaluation.inference import predict_outputs
 from polymodal.evaluation.reliability import calibrate_run
 from polymodal.factory import build_model
-from polymodal.features.cache import feature_device, use_feature_cache
+from polymodal.features.cache import use_feature_cache
 from polymodal.model import MultimodalModel, count_parameters
 from polymodal.processors import Processor
 from polymodal.rundir import (
@@ -156,7 +156,7 @@ def train_process(config: Config, procs: Processes, resume: bool, callbacks: Seq
                   report: bool, prepared: Prepared | None) -> TrainResult:
     """`train` in one process of the run (the only one, or one rank of several)."""
     from polymodal.training.guards import LIKELY_CAUSES, NonFiniteError, first_nonfinite
-    from polymodal.training.loop import Loop, monitor_mode, seed_everything
+    from polymodal.training.loop import Loop, monitored, seed_everything
     from polymodal.training.module import PolymodalModule
 
     run_dir = config.run_dir()
@@ -172,12 +172,11 @@ def train_process(config: Config, procs: Processes, resume: bool, callbacks: Seq
     module = PolymodalModule(model, prep.task, prep.processors, config.training,
                              {o.name: o.weight for o in config.objectives},
                              {m: spec.train for m, spec in config.modalities.items()})
-    monitor = config.training.monitor or f"val_{prep.task.monitor}"
-    loop = Loop(module, config.training, procs, work, monitor, monitor_mode(monitor, prep.task.mode), callbacks)
+    loop = Loop(module, config.training, procs, work, *monitored(config.training, prep.task), callbacks)
     cfg = config.training
     train_data = prep.stream if prep.stream is not None else prep.datasets["train"]
     data = use_feature_cache(config, model.encoders, prep.processors,  # frozen encoders: stored features
-                             {**prep.datasets, "train": train_data}, device=feature_device(cfg))
+                             {**prep.datasets, "train": train_data}, device=procs.device)
     loop.fit(make_loader(data["train"], cfg.batch_size, True, cfg.num_workers, cfg.seed),
              make_loader(data["val"], cfg.batch_size, False, cfg.num_workers), resume=resume)
     seconds = loop.seconds  # the epochs; the set-up (optimizer, moving the model) is in the process's time
@@ -192,7 +191,7 @@ def train_process(config: Config, procs: Processes, resume: bool, callbacks: Seq
     if isinstance(prep.task, Multilabel):  # per-label thresholds tuned on validation (saved with the task)
         tune_thresholds(model.cpu(), prep.task, prep.processors, data["val"])
         save_pipeline(work, config, prep.processors, prep.task)
-    calibrate_run(work, model, prep.processors, data["val"], config.target.task)  # reliability.safetensors; fusion's gates
+    calibrate_run(work, model, prep.processors, data["val"], config.target.task)  # reliability; fusion's gates
     save_weights(work, model)
     metrics = evaluate_splits(model, prep, data)
     write_json(work / METRICS, {"params": count_parameters(model), "train_seconds": seconds,

@@ -37,6 +37,7 @@ from polymodal.training.guards import LIKELY_CAUSES, NonFiniteError, first_nonfi
 from polymodal.training.precision import Precision
 
 if TYPE_CHECKING:
+    from polymodal.tasks.base import Task
     from polymodal.training.module import PolymodalModule
 
 FORMAT = "polymodal-loop/1"
@@ -62,10 +63,11 @@ class Callback:
     def on_train_end(self, loop: Loop, module: nn.Module) -> None: ...
 
 
-def monitor_mode(monitor: str, task_mode: str) -> str:
-    """Whether the monitored metric is better higher ("max") or lower ("min"): a loss is lower; a task metric goes
-    the task's way."""
-    return "min" if monitor.endswith("loss") else task_mode
+def monitored(training: TrainingConfig, task: Task) -> tuple[str, str]:
+    """The metric that picks the best epoch (`training.monitor`, default the task's validation metric) and whether
+    it is better higher ("max") or lower ("min"): a loss is lower; a task metric goes the task's way."""
+    monitor = training.monitor or f"val_{task.monitor}"
+    return monitor, "min" if monitor.endswith("loss") else task.mode
 
 
 def seed_everything(seed: int) -> None:

@@ -144,7 +144,8 @@ class PolymodalModule(nn.Module):
     def validation_epoch_end(self) -> dict[str, Tensor]:
         """The validation epoch's logs: losses (weighted by each process's record count), probe accuracies and the
         task's metrics over the records of all processes."""
-        count = self._reduce(torch.tensor(float(self._val_count)), "sum").clamp_min(1.0)
+        device = next(self.parameters()).device  # NCCL reduces device tensors only
+        count = self._reduce(torch.tensor(float(self._val_count), device=device), "sum").clamp_min(1.0)
         logs = {f"val_{name}": self._reduce(total, "sum") / count for name, total in self._val_sums.items()}
         logs |= self.imbalance.val_epoch_end(self._reduce)
         if not self._val_logits:
